@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` (the whole tiny pipeline, offline) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.zhllm-installed
+# The tiny profile never touches the network.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ZHLLM_PROFILE=tiny
+TEST_RUNS ?= $(CURDIR)/runs/_test
+
+.PHONY: install demo test notebooks clean help
+
+help:
+	@echo "make demo   - set up .venv, run every stage in the tiny profile (CPU, offline), print results"
+	@echo "make test   - set up .venv, run the test suite (unit tests + every notebook, offline)"
+	@echo "make notebooks - regenerate notebooks/*.ipynb from their .py sources"
+
+$(STAMP): pyproject.toml requirements.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/zhllm demo --profile tiny
+
+test: $(STAMP)
+	rm -rf $(TEST_RUNS)
+	$(OFFLINE) ZHLLM_RUNS=$(TEST_RUNS) OMP_NUM_THREADS=2 MPLBACKEND=Agg \
+		$(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 notebooks tests -v --durations=15
+
+notebooks: $(STAMP)
+	$(PY) scripts/sync_notebooks.py
+
+clean:
+	rm -rf runs $(VENV)

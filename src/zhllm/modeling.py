@@ -1,0 +1,67 @@
+"""Models: the tiny Llama the kit pretrains itself, and loading a base in fp32/fp16/bf16/8-bit/4-bit."""
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from .errors import ConfigError
+from .runtime import device, dtype_for
+
+
+def tiny_llama(vocab_size: int, hidden_size: int = 256, num_layers: int = 4, num_heads: int = 4,
+               intermediate_size: int | None = None, max_positions: int = 1024,
+               bos_token_id: int = 1, eos_token_id: int = 2, pad_token_id: int = 3,
+               seed: int = 0) -> LlamaForCausalLM:
+    """A small Llama-architecture model with random weights (untied input/output embeddings, as Llama-2).
+
+    Same code path as a 7B Llama, so every later stage (LoRA, 4-bit, merging) is exercised for real.
+    """
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size or _swiglu_width(hidden_size),
+        max_position_embeddings=max_positions, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def _swiglu_width(hidden_size: int) -> int:
+    """Llama's MLP width: 2/3 of 4h, rounded up to a multiple of 64."""
+    width = int(8 * hidden_size / 3)
+    return (width + 63) // 64 * 64
+
+
+def count_parameters(model, trainable_only: bool = False, non_embedding: bool = False) -> int:
+    """Parameter count; `non_embedding` leaves out input and output embeddings (Kaplan's N)."""
+    skip = set()
+    if non_embedding:
+        skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters()
+               if id(p) not in skip and (p.requires_grad or not trainable_only))
+
+
+def load_causal_lm(path: str, quantization: str | None = None, dtype: torch.dtype | None = None):
+    """Load a causal LM from a hub name or directory: `quantization` None, "8bit" or "4bit" (NF4 + double quant).
+
+    4-bit keeps the weights in NF4 and computes in `dtype` (the runtime rule: fp32 CPU, bf16 on
+    compute capability >= 8, fp16 on a T4).
+    """
+    dtype = dtype or dtype_for()
+    kwargs = {"dtype": dtype}
+    if quantization == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    elif quantization == "8bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    elif quantization is not None:
+        raise ConfigError(f"quantization must be None, '8bit' or '4bit', not {quantization!r}")
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if quantization is None:
+        model.to(device())
+    return model

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from zhllm import profiles, runtime
+from zhllm.errors import ConfigError, ZhllmError
+
+
+def test_profile_from_env(monkeypatch):
+    monkeypatch.setenv("ZHLLM_PROFILE", "colab")
+    assert profiles.current() == "colab"
+    assert profiles.current("full") == "full"  # an explicit name wins over the variable
+
+
+def test_profile_autodetect_without_cuda(monkeypatch):
+    monkeypatch.delenv("ZHLLM_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert profiles.current() == "tiny"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert profiles.current() == "colab"
+
+
+def test_unknown_profile_names_the_choices(monkeypatch):
+    monkeypatch.setenv("ZHLLM_PROFILE", "huge")
+    with pytest.raises(ConfigError, match="tiny, colab, full"):
+        profiles.current()
+    assert issubclass(ConfigError, ZhllmError)
+
+
+def test_pick_falls_back_from_full_to_colab():
+    table = {"tiny": 1, "colab": 2}
+    assert profiles.pick(table, "tiny") == 1
+    assert profiles.pick(table, "full") == 2
+    with pytest.raises(ConfigError):
+        profiles.pick({"tiny": 1}, "colab")
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                                  ((9, 0), torch.bfloat16), ((6, 1), torch.float16)])
+def test_dtype_rule_by_compute_capability(monkeypatch, capability, expected):
+    # a T4 (7.5) must get fp16 even though torch may claim bf16 support there
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert runtime.dtype_for("cuda") == expected
+
+
+def test_cpu_is_fp32():
+    assert runtime.dtype_for("cpu") == torch.float32
+
+
+def test_seed_makes_random_numbers_repeat():
+    runtime.seed_everything(7)
+    a = torch.rand(3)
+    runtime.seed_everything(7)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_banner_names_versions_device_and_dtype():
+    text = runtime.banner("tiny")
+    for word in ("torch", "transformers", "trl", "peft", "device", "dtype", "profile", "tiny"):
+        assert word in text
