@@ -9,8 +9,11 @@ import jupytext
 
 
 def rendered(py: Path) -> str:
-    """The .ipynb text that belongs to a .py percent source."""
-    return jupytext.writes(jupytext.read(py), fmt="ipynb")
+    """The .ipynb text that belongs to a .py percent source (cell ids numbered, so it is reproducible)."""
+    notebook = jupytext.read(py)
+    for i, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{i:03d}"
+    return jupytext.writes(notebook, fmt="ipynb")
 
 
 def main(argv: list[str]) -> int:

