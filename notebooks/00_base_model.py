@@ -45,7 +45,7 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, base, corpora, evaluation, runtime
+from zhllm import artifacts, base, corpora, runtime, tokenizer_expand
 from zhllm.modeling import count_parameters, load_causal_lm, tiny_llama
 from zhllm.profiles import current, pick
 
@@ -111,9 +111,9 @@ show_tokens("人民日报一九九八年新年献词")
 # That triples sequence length, and the model must learn to spell characters from bytes.
 
 # %%
-zh_cpt = evaluation.chars_per_token(tokenizer, zh_heldout[:500])
-zh_bytes = evaluation.byte_fallback_share(tokenizer, zh_heldout[:500])
-en_cpt = evaluation.chars_per_token(tokenizer, en_heldout)
+zh_cpt = tokenizer_expand.chars_per_token(tokenizer, zh_heldout[:500])
+zh_bytes = tokenizer_expand.byte_fallback_share(tokenizer, zh_heldout[:500], tokenizer_expand.kind(tokenizer))
+en_cpt = tokenizer_expand.chars_per_token(tokenizer, en_heldout)
 print(f"Chinese: {zh_cpt:.2f} characters per token, {zh_bytes:.0%} of tokens are raw bytes")
 print(f"English: {en_cpt:.2f} characters per token")
 

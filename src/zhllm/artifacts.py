@@ -23,6 +23,9 @@ STAGES = ("base", "tokenizer", "cpt", "sft", "dpo", "scaling", "ceval", "curatio
 # dict it also wrote. Stages not listed here are not wired yet.
 BUILDERS = {
     "base": "zhllm.base:build",
+    "tokenizer": "zhllm.tokenizer_expand:build",
+    "cpt": "zhllm.cpt:build",
+    "ceval": "zhllm.ceval:build",
 }
 
 _LOCKS: dict[str, FileLock] = {}

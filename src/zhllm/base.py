@@ -15,7 +15,7 @@ import torch
 from tokenizers import normalizers, pre_tokenizers, processors
 from transformers import LlamaTokenizer, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
-from . import artifacts, corpora, evaluation, runtime
+from . import artifacts, corpora, evaluation, runtime, tokenizer_expand
 from .modeling import count_parameters, load_causal_lm, tiny_llama
 from .profiles import current, pick
 
@@ -141,15 +141,16 @@ def _matching_checkpoints(checkpoint_dir: Path, run: dict) -> bool:
 def evaluate(model, tokenizer, profile: str | None = None) -> dict:
     """The stage-00 metrics: held-out English bits/char against the unigram baseline, Chinese chars/token."""
     cfg = pick(SETTINGS, profile)
-    en_heldout = evaluation._limit(corpora.english_text("heldout", profile), cfg["eval_max_chars"])
-    zh_heldout = evaluation._limit(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"])
+    en_heldout = evaluation.take_chars(corpora.english_text("heldout", profile), cfg["eval_max_chars"])
+    zh_heldout = evaluation.take_chars(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"])
     return {
         "en_bpc_heldout": evaluation.bits_per_character(model, tokenizer, en_heldout,
                                                         block_size=cfg["block_size"]),
         "en_bpc_unigram": evaluation.unigram_bits_per_character(
             corpora.english_text("train", profile), en_heldout),
-        "zh_chars_per_token": evaluation.chars_per_token(tokenizer, zh_heldout),
-        "zh_byte_fallback_share": evaluation.byte_fallback_share(tokenizer, zh_heldout),
+        "zh_chars_per_token": tokenizer_expand.chars_per_token(tokenizer, zh_heldout),
+        "zh_byte_fallback_share": tokenizer_expand.byte_fallback_share(tokenizer, zh_heldout,
+                                                                       tokenizer_expand.kind(tokenizer)),
     }
 
 

@@ -18,7 +18,7 @@ def bits_per_character(model, tokenizer, texts: list[str], block_size: int = 256
     Each text starts with BOS and is cut into blocks of `block_size` tokens; every text token is
     predicted exactly once, so the sum does not depend on how the text is cut.
     """
-    texts = _limit(texts, max_chars)
+    texts = take_chars(texts, max_chars)
     blocks = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -61,20 +61,7 @@ def unigram_bits_per_character(train_texts: list[str], eval_texts: list[str]) ->
     return bits / n
 
 
-def chars_per_token(tokenizer, texts: list[str]) -> float:
-    """Characters per token (no special tokens): higher means shorter sequences for the same text."""
-    tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    return sum(map(len, texts)) / tokens
-
-
-def byte_fallback_share(tokenizer, texts: list[str]) -> float:
-    """Share of tokens that are raw bytes (`<0xE4>` ...): what an English-only vocabulary does to Chinese."""
-    byte_ids = {i for t, i in tokenizer.get_vocab().items() if t.startswith("<0x") and t.endswith(">")}
-    ids = [i for t in texts for i in tokenizer(t, add_special_tokens=False)["input_ids"]]
-    return sum(i in byte_ids for i in ids) / max(len(ids), 1)
-
-
-def _limit(texts: list[str], max_chars: int | None) -> list[str]:
+def take_chars(texts: list[str], max_chars: int | None) -> list[str]:
     """The first texts whose total length stays within `max_chars` (all of them when None)."""
     if max_chars is None:
         return list(texts)

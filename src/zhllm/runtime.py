@@ -39,6 +39,15 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def peak_memory_mb() -> float:
+    """Peak memory so far: the GPU's allocator peak on CUDA, else this process's peak resident set."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def versions() -> dict:
     """Versions of the libraries whose APIs the kit depends on."""
     import importlib.metadata as md

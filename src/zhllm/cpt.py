@@ -1,0 +1,292 @@
+"""Stage 02 — QLoRA continued pretraining (增量预训练) of the vocabulary-expanded model on Chinese text.
+
+The Firefly-LLaMA2 / Chinese-LLaMA-2 recipe: the base weights frozen in 4-bit NF4 (double
+quantisation), LoRA on every linear layer, and the embedding and output matrices trainable, because
+the new Chinese rows start as mere averages. Embeddings get a smaller learning rate than LoRA.
+"""
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+from . import artifacts, corpora, evaluation, runtime
+from .errors import ConfigError
+from .modeling import count_parameters, load_causal_lm
+from .profiles import current, pick
+
+SETTINGS = {
+    "tiny": dict(quantization="4bit", lora_r=16, lora_alpha=32, embeddings="full", block_size=256,
+                 batch_size=8, grad_accum=1, max_steps=100, learning_rate=3e-3, embed_learning_rate=1.5e-3,
+                 warmup_steps=10, seed=0, train_chars=600_000, eval_max_chars=20_000),
+    "colab": dict(quantization="4bit", lora_r=64, lora_alpha=16, embeddings="full", block_size=1024,
+                  batch_size=4, grad_accum=4, max_steps=400, learning_rate=2e-4,
+                  embed_learning_rate=2e-5, warmup_steps=20, seed=0, train_chars=20_000_000,
+                  eval_max_chars=100_000),
+}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+EMBEDDINGS = ["embed_tokens", "lm_head"]
+
+
+def lora_config(r: int, alpha: int, embeddings: str = "full", new_token_ids: list[int] | None = None,
+                dropout: float = 0.0) -> LoraConfig:
+    """LoRA on all linear layers plus trainable embeddings: "full" rows, "new_rows" only, or "none".
+
+    "full" = PEFT `modules_to_save` (a trainable copy of both matrices: Firefly, Chinese-LLaMA-2);
+    "new_rows" = PEFT `trainable_token_indices` (only the new tokens' rows, far less memory).
+    """
+    extra = {}
+    if embeddings == "full":
+        extra["modules_to_save"] = EMBEDDINGS
+    elif embeddings == "new_rows":
+        if not new_token_ids:
+            raise ConfigError("embeddings='new_rows' needs the ids of the new tokens")
+        extra["trainable_token_indices"] = {name: list(new_token_ids) for name in EMBEDDINGS}
+    elif embeddings != "none":
+        raise ConfigError(f"embeddings must be 'full', 'new_rows' or 'none', not {embeddings!r}")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
+                      task_type="CAUSAL_LM", **extra)
+
+
+def load_for_training(model_dir: str | Path, quantization: str | None, cfg: dict,
+                      new_token_ids: list[int] | None = None):
+    """Load the model (4-bit NF4 by default), prepare it for k-bit training and wrap it with LoRA."""
+    model = load_causal_lm(str(model_dir), quantization=quantization)
+    if quantization:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"], new_token_ids)
+    runtime.seed_everything(cfg["seed"])  # LoRA's A matrices start random: same seed, same start
+    return get_peft_model(model, config)
+
+
+def embedding_memory(vocab_size: int, hidden: int, new_tokens: int) -> dict:
+    """Training memory (MiB) of the trainable embedding + output rows under each PEFT option.
+
+    fp32 Adam: weight 4 + gradient 4 + two moments 8 = 16 bytes per trainable parameter.
+    """
+    full = 2 * vocab_size * hidden
+    new = 2 * new_tokens * hidden
+    mib = lambda n: n * 16 / 2**20  # noqa: E731
+    return {"modules_to_save (all rows)": mib(full), "trainable_token_indices (new rows)": mib(new)}
+
+
+def pack_documents(tokenizer, texts: list[str], block_size: int, separate: bool = False) -> list[dict]:
+    """Pack `<s> doc </s>` streams into full blocks of `block_size` tokens (no padding at all).
+
+    With `separate=True` each block also carries `position_ids` that restart at every document,
+    which lets attention implementations that read them (padding-free / flash-attention varlen)
+    keep documents apart; plain causal attention over a block lets a document see its predecessor.
+    """
+    stream, positions = [], []
+    for text in texts:
+        ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
+               tokenizer.eos_token_id]
+        stream += ids
+        positions += range(len(ids))
+    blocks = []
+    for start in range(0, len(stream) - block_size + 1, block_size):
+        row = {"input_ids": stream[start:start + block_size],
+               "labels": stream[start:start + block_size]}
+        if separate:
+            pos = positions[start:start + block_size]
+            row["position_ids"] = _restart(pos)
+        blocks.append(row)
+    return blocks
+
+
+def _restart(positions: list[int]) -> list[int]:
+    """Positions within a block: a document cut by the block boundary restarts at 0 too."""
+    out, offset = [], positions[0]
+    for p in positions:
+        if p == 0:
+            offset = 0
+        out.append(p - offset)
+    return out
+
+
+def padding_avoided(tokenizer, texts: list[str], block_size: int) -> float:
+    """Share of a batch that would be padding if each document had its own row (cut at block_size)."""
+    lengths = [min(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 2, block_size)
+               for t in texts]
+    return 1 - sum(lengths) / (len(lengths) * block_size)
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return {k: torch.tensor(v) for k, v in self.rows[i].items()}
+
+
+def optimizer(model, learning_rate: float, embed_learning_rate: float) -> torch.optim.Optimizer:
+    """AdamW with two groups: LoRA at `learning_rate`, embedding/output rows at the smaller rate."""
+    embed, lora = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (embed if any(e in name for e in EMBEDDINGS) else lora).append(p)
+    return torch.optim.AdamW([{"params": lora, "lr": learning_rate},
+                              {"params": embed, "lr": embed_learning_rate}], weight_decay=0.0)
+
+
+class _StopAt:
+    """Trainer callback that ends training after `step` steps: simulates an interrupted run in tests."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def __getattr__(self, name):  # every other callback event is a no-op
+        return lambda *a, **k: None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
+def train(model, blocks: list[dict], checkpoint_dir: Path, cfg: dict, stop_after: int | None = None,
+          resume: bool = True) -> list[dict]:
+    """Train with the HF Trainer; checkpoints every quarter; resumes from the last one if present."""
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir), max_steps=cfg["max_steps"],
+        per_device_train_batch_size=cfg["batch_size"], gradient_accumulation_steps=cfg["grad_accum"],
+        lr_scheduler_type="cosine", warmup_steps=cfg["warmup_steps"],
+        logging_steps=max(1, min(10, cfg["max_steps"] // 10)),
+        save_strategy="steps", save_steps=max(cfg["max_steps"] // 4, 1), save_total_limit=1,
+        report_to=[], seed=cfg["seed"], data_seed=cfg["seed"], disable_tqdm=True,
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        fp16=runtime.dtype_for() == torch.float16, bf16=runtime.dtype_for() == torch.bfloat16)
+    opt = optimizer(model, cfg["learning_rate"], cfg["embed_learning_rate"])
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(blocks),
+                      optimizers=(opt, None), callbacks=[_StopAt(stop_after)] if stop_after else [])
+    found = resume and any(Path(checkpoint_dir).glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if found else None)
+    return [e for e in trainer.state.log_history if "loss" in e]
+
+
+def merge(model, model_dir: Path, adapter_dir: Path):
+    """Merge the adapter into an fp32 copy of the weights *it was trained on* (dequantised NF4).
+
+    Merging into the original fp32 weights (the usual recipe) silently swaps the base the adapter
+    learned to correct; we measure that gap too (`naive_merge`).
+    """
+    import bitsandbytes as bnb
+
+    merged = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    for name, module in model.base_model.model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            target = merged.get_submodule(name.removesuffix(".base_layer"))
+            target.weight.data = weight.to(torch.float32).reshape(target.weight.shape)
+    return PeftModel.from_pretrained(merged, str(adapter_dir)).merge_and_unload()
+
+
+def naive_merge(model_dir: Path, adapter_dir: Path):
+    """The common QLoRA merge: adapter on top of the original fp32 weights (for comparison only)."""
+    merged = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    return PeftModel.from_pretrained(merged, str(adapter_dir)).merge_and_unload()
+
+
+@torch.no_grad()
+def max_abs_logit_diff(model_a, model_b, input_ids: torch.Tensor) -> float:
+    """Largest absolute difference between two models' logits on the same inputs, as trained.
+
+    Both run in training mode (dropout is 0 here): in eval mode bitsandbytes computes 4-bit layers
+    in bf16 on CPUs with AVX512-BF16, which is a different model from the fp32 one we trained.
+    """
+    logits = []
+    for model in (model_a, model_b):
+        was_training = model.training
+        model.train()
+        logits.append(model(input_ids=input_ids).logits.float())
+        model.train(was_training)
+    return (logits[0] - logits[1]).abs().max().item()
+
+
+def training_text(profile: str | None, cfg: dict) -> list[str]:
+    """Chinese training documents up to `train_chars`, plus 10% English so English is not forgotten."""
+    zh = evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"])
+    en = evaluation.take_chars(corpora.english_text("train", profile), cfg["train_chars"] // 10)
+    mixed = zh + en
+    order = torch.randperm(len(mixed), generator=torch.Generator().manual_seed(cfg["seed"])).tolist()
+    return [mixed[i] for i in order]
+
+
+def bpc_pair(model, tokenizer, profile: str | None, max_chars: int) -> tuple[float, float]:
+    """Bits per character on held-out Chinese and held-out English."""
+    zh = evaluation.take_chars(corpora.chinese_text("heldout", profile), max_chars)
+    en = evaluation.take_chars(corpora.english_text("heldout", profile), max_chars)
+    return (evaluation.bits_per_character(model, tokenizer, zh),
+            evaluation.bits_per_character(model, tokenizer, en))
+
+
+def build(out_dir: Path, profile: str | None = None) -> dict:
+    """Build stage 02: `adapter/`, merged `model/` (+ tokenizer), `loss.json`, `metrics.json`."""
+    profile = current(profile)
+    cfg = pick(SETTINGS, profile)
+    start = time.time()
+    runtime.set_threads()
+    runtime.seed_everything(cfg["seed"])
+    base_dir = artifacts.ensure("base", profile) / "model"
+    expanded_dir = artifacts.ensure("tokenizer", profile) / "model"
+    base_tok = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(expanded_dir)
+    zh_bpc_base, en_bpc_base = bpc_pair(load_causal_lm(str(base_dir), dtype=torch.float32), base_tok,
+                                        profile, cfg["eval_max_chars"])
+    zh_bpc_before, _ = bpc_pair(load_causal_lm(str(expanded_dir), dtype=torch.float32), tokenizer,
+                                profile, cfg["eval_max_chars"])
+    model = load_for_training(expanded_dir, cfg["quantization"], cfg,
+                              list(range(len(base_tok), len(tokenizer))))
+    blocks = pack_documents(tokenizer, training_text(profile, cfg), cfg["block_size"])
+    train_start = time.time()
+    history = train(model, blocks, artifacts.checkpoint_dir("cpt", profile), cfg)
+    train_seconds = time.time() - train_start
+    model.save_pretrained(out_dir / "adapter")
+    merged = merge(model, expanded_dir, out_dir / "adapter")
+    probe = torch.tensor([blocks[0]["input_ids"][:64]])
+    zh_bpc_after, en_bpc_after = bpc_pair(merged, tokenizer, profile, cfg["eval_max_chars"])
+    train_tokens = cfg["max_steps"] * cfg["batch_size"] * cfg["grad_accum"] * cfg["block_size"]
+    metrics = {
+        "zh_bpc_base": zh_bpc_base, "zh_bpc_before": zh_bpc_before, "zh_bpc_after": zh_bpc_after,
+        "en_bpc_base": en_bpc_base, "en_bpc_after": en_bpc_after,
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "train_tokens": train_tokens, "tokens_per_second": train_tokens / train_seconds,
+        "peak_memory_mb": runtime.peak_memory_mb(),
+        "merge_max_abs_logit_diff": max_abs_logit_diff(model, merged, probe),
+        "naive_merge_max_abs_logit_diff": max_abs_logit_diff(
+            model, naive_merge(expanded_dir, out_dir / "adapter"), probe),
+    }
+    merged.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    (out_dir / "loss.json").write_text(json.dumps(history))
+    artifacts.clear_checkpoints("cpt", profile)
+    metrics["seconds"] = round(time.time() - start, 1)
+    artifacts.write_metrics(out_dir, metrics)
+    return metrics
+
+
+# Published shapes for the parameter-accounting check (Llama-2 paper / HF configs).
+LLAMA2_SHAPES = {
+    "7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
+    "13B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40),
+}
+
+
+def trainable_parameters_from_config(shape: str, vocab_size: int = 55296, r: int = 64,
+                                     embeddings: str = "full") -> int:
+    """Trainable parameters of a QLoRA CPT recipe, counted by PEFT on a weightless (meta) model.
+
+    Reproduces Firefly-LLaMA2's published 612.9M (7B) and 816.6M (13B) for a 55,296-token vocabulary.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, tie_word_embeddings=False, **LLAMA2_SHAPES[shape])
+    with torch.device("meta"):
+        model = get_peft_model(LlamaForCausalLM(config), lora_config(r, 16, embeddings))
+    return count_parameters(model, trainable_only=True)

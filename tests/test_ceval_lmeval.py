@@ -1,0 +1,57 @@
+"""Parity with lm-evaluation-harness on the real C-Eval val files (skipped when they or lm-eval are absent).
+
+Same tiny model, same CSVs: lm-eval's own `ceval-valid` task (only pointed at local files) and our
+scorer with the `lmeval_ceval_valid` format must pick the same letter for every question.
+"""
+import pytest
+
+from zhllm import ceval
+from zhllm.errors import MissingDependencyError
+
+pytest.importorskip("lm_eval", reason="lm-eval is not installed (`pip install lm-eval`, dev extra)")
+
+
+@pytest.fixture(scope="module")
+def ceval_root():
+    try:
+        return ceval.reference_dir("ceval")
+    except MissingDependencyError as exc:
+        pytest.skip(f"real C-Eval files absent (they live in ../shared/data, never in the repo): {exc}")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("lmeval")
+
+
+def _check(report):
+    assert report["only_ours"] == 0 and report["only_lmeval"] == 0
+    assert report["agreement"] == 1.0, f"disagree on {report['disagreements'][:10]}"
+    assert report["acc_ours"] == report["acc_lmeval"]
+    assert report["question_weighted_ours"] == pytest.approx(report["group_acc_lmeval"], abs=1e-12)
+    # the agreement is not luck: no question came anywhere near a tie
+    assert report["max_logprob_gap"] < 1e-3 < report["min_margin"]
+
+
+@pytest.mark.slow
+def test_same_prediction_on_all_1346_val_questions(ceval_root, work):
+    from zhllm.ceval_lmeval import agreement_run
+
+    report = agreement_run(ceval_root, work)
+    assert report["questions"] == 1346
+    _check(report)
+    print(f"\nlm-eval agreement {report['agreement']:.4f} on {report['questions']} questions; "
+          f"acc ours {report['acc_ours']:.4f} lm-eval {report['acc_lmeval']:.4f}; "
+          f"max log-prob gap {report['max_logprob_gap']:.2e}, min margin {report['min_margin']:.3f}")
+
+
+@pytest.mark.slow
+def test_same_prediction_five_shot(ceval_root, work):
+    """`--num_fewshot 5`: shots are the first five dev rows, each answered ' X' then a blank line."""
+    from zhllm.ceval_lmeval import agreement_run
+
+    subjects = ["computer_network", "high_school_chinese", "law", "physician"]
+    report = agreement_run(ceval_root, work, subjects=subjects, num_fewshot=5)
+    assert report["questions"] == sum(len(ceval.read_csv(ceval_root / "val" / f"{s}_val.csv", s))
+                                      for s in subjects)
+    _check(report)
