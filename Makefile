@@ -8,12 +8,13 @@ STAMP := $(VENV)/.zhllm-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ZHLLM_PROFILE=tiny
 TEST_RUNS ?= $(CURDIR)/runs/_test
 
-.PHONY: install demo test notebooks clean help
+.PHONY: install demo test notebooks labs clean help
 
 help:
 	@echo "make demo   - set up .venv, run every stage in the tiny profile (CPU, offline), print results"
 	@echo "make test   - set up .venv, run the test suite (unit tests + every notebook, offline)"
 	@echo "make notebooks - regenerate notebooks/*.ipynb from their .py sources"
+	@echo "make labs   - regenerate labs/student and labs/solution notebooks from labs/*.py"
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ test: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) scripts/sync_notebooks.py
+
+labs: $(STAMP)
+	$(PY) scripts/make_labs.py
 
 clean:
 	rm -rf runs $(VENV)
