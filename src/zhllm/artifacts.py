@@ -25,6 +25,7 @@ BUILDERS = {
     "base": "zhllm.base:build",
     "tokenizer": "zhllm.tokenizer_expand:build",
     "cpt": "zhllm.cpt:build",
+    "scaling": "zhllm.scaling:build",
     "ceval": "zhllm.ceval:build",
 }
 
