@@ -94,11 +94,18 @@ def _reviews() -> tuple:
     return tuple(rows)
 
 
+@lru_cache(maxsize=None)
+def _review_splits() -> dict:
+    out = {"train": [], "heldout": []}
+    for text, label in _reviews():
+        out["heldout" if _bucket(text) == 0 else "train"].append((text, label))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def reviews(split: str = "train") -> list[tuple[str, int]]:
     """Real Chinese product and book reviews as (text, label), label 1 positive / 0 negative."""
     _check_split(split)
-    want = split == "heldout"
-    return [(t, y) for t, y in _reviews() if (_bucket(t) == 0) == want]
+    return list(_review_splits()[split])
 
 
 @lru_cache(maxsize=None)

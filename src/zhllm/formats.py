@@ -1,0 +1,271 @@
+"""Instruction data in its common shapes, normalised to one: a list of `messages` (role + content).
+
+Chinese instruction sets come in a few layouts (指令数据格式):
+- Alpaca / BELLE: `instruction`, optional `input`, `output` (and sometimes `system`);
+- ShareGPT (Firefly's and MOSS's multi-turn data): `conversations` = [{"from": "human", "value": ...}, ...];
+- Firefly's own: `conversation` = [{"human": ..., "assistant": ...}, ...];
+- `messages` = [{"role": "user", "content": ...}, ...], what TRL and chat templates consume.
+
+Every row is checked, and a bad row raises `RowError` (a `zhllm.errors.DataError`) naming the source, the
+row index and the field, with a `reason` code. `normalize_rows(..., strict=False)` removes bad rows instead,
+and its report counts every removal by reason: nothing is dropped silently.
+"""
+from collections import Counter
+
+from .errors import DataError
+
+ROLES = ("system", "user", "assistant")
+# ShareGPT exports spell the speakers in several ways; anything else is an error, not a guess
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user",
+                  "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bot": "assistant"}
+FORMATS = ("messages", "sharegpt", "firefly", "alpaca")
+REASONS = ("not_a_dict", "wrong_type", "unknown_format", "missing_field", "non_string", "empty_turn",
+           "unknown_role", "role_order", "identical_pair")
+
+
+class RowError(DataError):
+    """A malformed row: a `DataError` that also carries a `reason` code (one of `REASONS`) for reports."""
+
+    def __init__(self, reason: str, message: str, *, source=None, row=None, field=None):
+        assert reason in REASONS, reason
+        self.reason = reason
+        super().__init__(message, source=source, row=row, field=field)
+
+
+# ---- raw field checks ------------------------------------------------------------------------------
+
+def _require(row: dict, key: str, kind, where: dict):
+    """row[key], checked to exist and be of `kind` (str or list)."""
+    if key not in row or row[key] is None:
+        raise RowError("missing_field", f"missing field (row has {sorted(row)})", field=key, **where)
+    value = row[key]
+    if not isinstance(value, kind):
+        reason = "non_string" if kind is str else "wrong_type"
+        raise RowError(reason, f"expected {kind.__name__}, got {type(value).__name__}", field=key, **where)
+    if kind is list and not value:
+        raise RowError("empty_turn", "no turns (empty list)", field=key, **where)
+    return value
+
+
+def _text(value, field: str, where: dict) -> str:
+    """A turn's text with surrounding whitespace stripped, or an error if it is not a non-empty string.
+
+    Why strip: a reply that starts with a newline could merge with the template's own newline into one
+    token, and then the prompt tokens at training would differ from the ones seen at inference.
+    """
+    if not isinstance(value, str):
+        raise RowError("non_string", f"content must be a string, got {type(value).__name__}",
+                       field=field, **where)
+    if not value.strip():
+        raise RowError("empty_turn", "empty turn (blank content)", field=field, **where)
+    return value.strip()
+
+
+# ---- one converter per format: row -> (messages, the raw field each message came from) --------------
+
+def _from_alpaca(row: dict, where: dict):
+    instruction = _text(_require(row, "instruction", str, where), "instruction", where)
+    extra = row.get("input")
+    if extra is not None and not isinstance(extra, str):
+        raise RowError("non_string", f"expected str, got {type(extra).__name__}", field="input", **where)
+    # Alpaca's convention: the optional `input` is the material the instruction talks about
+    user = f"{instruction}\n{extra.strip()}" if extra and extra.strip() else instruction
+    output = _text(_require(row, "output", str, where), "output", where)
+    messages, origins = [], []
+    if row.get("system") is not None:
+        messages.append({"role": "system", "content": _text(row["system"], "system", where)})
+        origins.append("system")
+    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    return messages, origins + ["instruction", "output"]
+
+
+def _from_sharegpt(row: dict, where: dict):
+    turns = _require(row, "conversations", list, where)
+    messages, origins = [], []
+    for i, turn in enumerate(turns):
+        field = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise RowError("not_a_dict", f"turn must be an object, got {type(turn).__name__}",
+                           field=field, **where)
+        if "from" not in turn:
+            raise RowError("missing_field", "turn has no speaker", field=f"{field}.from", **where)
+        speaker = turn["from"]
+        if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
+            raise RowError("unknown_role", f"unknown speaker {speaker!r}; known: {sorted(SHAREGPT_ROLES)}",
+                           field=f"{field}.from", **where)
+        if "value" not in turn:
+            raise RowError("missing_field", "turn has no text", field=f"{field}.value", **where)
+        messages.append({"role": SHAREGPT_ROLES[speaker],
+                         "content": _text(turn["value"], f"{field}.value", where)})
+        origins.append(f"{field}.from")
+    return messages, origins
+
+
+def _from_firefly(row: dict, where: dict):
+    pairs = _require(row, "conversation", list, where)
+    messages, origins = [], []
+    if row.get("system") is not None:
+        messages.append({"role": "system", "content": _text(row["system"], "system", where)})
+        origins.append("system")
+    for i, pair in enumerate(pairs):
+        field = f"conversation[{i}]"
+        if not isinstance(pair, dict):
+            raise RowError("not_a_dict", f"turn must be an object, got {type(pair).__name__}",
+                           field=field, **where)
+        for key, role in (("human", "user"), ("assistant", "assistant")):
+            if key not in pair:
+                raise RowError("missing_field", f"turn has no {key!r}", field=f"{field}.{key}", **where)
+            messages.append({"role": role, "content": _text(pair[key], f"{field}.{key}", where)})
+            origins.append(f"{field}.{key}")
+    return messages, origins
+
+
+def _from_messages(row: dict, where: dict):
+    turns = _require(row, "messages", list, where)
+    return _check_message_list(turns, "messages", where)
+
+
+def _check_message_list(turns: list, name: str, where: dict):
+    """A `messages`-style list checked turn by turn; returns (clean messages, field of each)."""
+    messages, origins = [], []
+    for i, turn in enumerate(turns):
+        field = f"{name}[{i}]"
+        if not isinstance(turn, dict):
+            raise RowError("not_a_dict", f"turn must be an object, got {type(turn).__name__}",
+                           field=field, **where)
+        for key in ("role", "content"):
+            if key not in turn:
+                raise RowError("missing_field", f"turn has no {key!r}", field=f"{field}.{key}", **where)
+        if turn["role"] not in ROLES:
+            raise RowError("unknown_role", f"unknown role {turn['role']!r}; roles are {ROLES}",
+                           field=f"{field}.role", **where)
+        messages.append({"role": turn["role"], "content": _text(turn["content"], f"{field}.content", where)})
+        origins.append(f"{field}.role")
+    return messages, origins
+
+
+CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt,
+              "firefly": _from_firefly, "alpaca": _from_alpaca}
+
+
+def detect_format(row: dict) -> str:
+    """Which layout a row is in, from its keys (`messages`, `conversations`, `conversation`, `instruction`)."""
+    if "messages" in row:
+        return "messages"
+    if "conversations" in row:
+        return "sharegpt"
+    if "conversation" in row:
+        return "firefly"
+    if {"instruction", "input", "output"} & set(row):
+        return "alpaca"
+    return ""
+
+
+# ---- the rules every conversation obeys ----------------------------------------------------------
+
+def check_order(messages: list, origins: list, where: dict, ends_with: str = "assistant") -> None:
+    """Optional system first, then user/assistant alternating from user, ending with `ends_with`.
+
+    Why so strict: a template renders whatever it is given, so two user turns in a row or a reply with
+    no question train the model on conversations it will never see at inference.
+    """
+    start = 1 if messages[0]["role"] == "system" else 0
+    for i, message in enumerate(messages):
+        expected = "system" if i < start else ("user", "assistant")[(i - start) % 2]
+        if message["role"] != expected:
+            raise RowError("role_order", f"turn {i} is {message['role']!r} but {expected!r} was expected "
+                           "(optional system first, then user and assistant alternating)",
+                           field=origins[i], **where)
+    if len(messages) == start or messages[-1]["role"] != ends_with:
+        raise RowError("role_order", f"conversation must end with an {ends_with!r} turn",
+                       field=origins[-1], **where)
+
+
+def to_messages(row, index: int | None = None, source: str | None = None, system: str | None = None,
+                fmt: str | None = None) -> list[dict]:
+    """One row of any known format as checked `messages`; `system` is prepended when the row has none."""
+    where = {"source": source, "row": index}
+    if not isinstance(row, dict):
+        raise RowError("not_a_dict", f"row must be an object, got {type(row).__name__}", **where)
+    fmt = fmt or detect_format(row)
+    if fmt not in CONVERTERS:
+        raise RowError("unknown_format", f"no known instruction format has these fields: {sorted(row)}; "
+                       "expected one of messages / conversations / conversation / instruction+output",
+                       **where)
+    messages, origins = CONVERTERS[fmt](row, where)
+    if system and (not messages or messages[0]["role"] != "system"):
+        messages, origins = [{"role": "system", "content": system}] + messages, ["system"] + origins
+    check_order(messages, origins, where)
+    return messages
+
+
+def validate_preference(row, index: int | None = None, source: str | None = None) -> dict:
+    """A preference row (DPO): `prompt` ending with a user turn, `chosen` and `rejected` assistant replies.
+
+    Strings are accepted as shorthand (prompt -> one user turn, reply -> one assistant turn); the result
+    is always TRL's conversational form: {"prompt": messages, "chosen": messages, "rejected": messages}.
+    """
+    where = {"source": source, "row": index}
+    if not isinstance(row, dict):
+        raise RowError("not_a_dict", f"row must be an object, got {type(row).__name__}", **where)
+    out = {}
+    for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+        value = row.get(key)
+        if value is None:
+            raise RowError("missing_field", f"missing field (row has {sorted(row)})", field=key, **where)
+        if isinstance(value, str):
+            value = [{"role": role, "content": value}]
+        if not isinstance(value, list):
+            raise RowError("wrong_type", f"expected a string or a list of messages, got "
+                           f"{type(value).__name__}", field=key, **where)
+        if not value:
+            raise RowError("empty_turn", "no turns (empty list)", field=key, **where)
+        out[key], origins = _check_message_list(value, key, where)
+        if key == "prompt":
+            check_order(out[key], origins, where, ends_with="user")
+        elif any(m["role"] != "assistant" for m in out[key]):
+            raise RowError("role_order", "a reply must be one or more assistant turns", field=key, **where)
+    if out["chosen"] == out["rejected"]:
+        raise RowError("identical_pair", "chosen and rejected are the same reply", field="rejected", **where)
+    return out
+
+
+# ---- whole datasets --------------------------------------------------------------------------------
+
+def _normalize(rows, source: str, convert, strict: bool) -> tuple[list, dict]:
+    kept, removed, errors = [], Counter(), []
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        try:
+            kept.append(convert(row, i))
+        except RowError as err:
+            if strict:
+                raise
+            removed[err.reason] += 1
+            if len(errors) < 5:  # a few full messages, so a report shows what the problem looks like
+                errors.append(str(err))
+    report = {"source": source, "rows": len(rows), "kept": len(kept),
+              "removed": dict(sorted(removed.items())), "errors": errors}
+    return kept, report
+
+
+def normalize_rows(rows, source: str, strict: bool = True, system: str | None = None,
+                   fmt: str | None = None) -> tuple[list[list[dict]], dict]:
+    """All rows as `messages`, plus a report {rows, kept, removed: {reason: count}, errors: [first few]}.
+
+    strict=True raises on the first bad row (good for data you wrote); strict=False removes bad rows and
+    counts them by reason (good for a hub dataset you cannot fix) — never silently.
+    """
+    return _normalize(rows, source, lambda row, i: to_messages(row, i, source, system, fmt), strict)
+
+
+def normalize_preferences(rows, source: str, strict: bool = True) -> tuple[list[dict], dict]:
+    """All rows as checked {prompt, chosen, rejected} messages, plus the same report as `normalize_rows`."""
+    return _normalize(rows, source, lambda row, i: validate_preference(row, i, source), strict)
+
+
+def describe(report: dict) -> str:
+    """One line for a notebook: how many rows came in, how many were kept, and why the rest went."""
+    why = ", ".join(f"{reason} {n}" for reason, n in report["removed"].items()) or "none"
+    return (f"{report['source']}: {report['rows']} rows, kept {report['kept']}, "
+            f"removed {report['rows'] - report['kept']} ({why})")

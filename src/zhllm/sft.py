@@ -1,0 +1,135 @@
+"""Stage 03 — supervised fine-tuning (指令微调) with TRL's SFTTrainer and LoRA.
+
+The data, template and label rules live in `sft_data`, `formats` and `chat`; this module trains and
+evaluates: every task scored before and after against its trivial baseline, and whether the model
+stops (emits EOS) within the length limit.
+"""
+import json
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from peft import get_peft_model
+from transformers import AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from . import artifacts, chat, cpt, runtime, sft_data
+from .modeling import count_parameters, load_causal_lm
+from .profiles import current, pick
+
+SETTINGS = {
+    "tiny": dict(quantization=None, lora_r=64, lora_alpha=128, embeddings="none", max_length=192,
+                 batch_size=16, max_steps=220, learning_rate=2e-3, warmup_steps=10, seed=0,
+                 packing=False, eval_per_task=40, max_new_tokens=48),
+    "colab": dict(quantization="4bit", lora_r=64, lora_alpha=16, embeddings="none", max_length=1024,
+                  batch_size=8, max_steps=600, learning_rate=2e-4, warmup_steps=20, seed=0,
+                  packing=True, eval_per_task=100, max_new_tokens=256),
+}
+
+
+def load_policy(model_dir: Path, cfg: dict):
+    """The CPT model with LoRA, and its tokenizer with the kit's chat template and a pad != EOS."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    chat.set_chat_template(tokenizer)
+    added = chat.ensure_pad_token(tokenizer)
+    model = load_causal_lm(str(model_dir), quantization=cfg["quantization"])
+    if added:
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    if cfg["quantization"]:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    runtime.seed_everything(cfg["seed"])
+    return get_peft_model(model, cpt.lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"])), tokenizer
+
+
+def heldout_examples(cfg: dict) -> list[dict]:
+    """A fixed slice of the held-out set: the first `eval_per_task` examples of each task."""
+    examples, _ = sft_data.build("heldout")
+    kept, seen = [], {}
+    for ex in examples:
+        seen[ex["task"]] = seen.get(ex["task"], 0) + 1
+        if seen[ex["task"]] <= cfg["eval_per_task"]:
+            kept.append(ex)
+    return kept
+
+
+def evaluate(model, tokenizer, examples: list[dict], cfg: dict) -> tuple[dict, list]:
+    """Task scores of greedy replies to every held-out turn, the stop rate, and the replies."""
+    prompts = sft_data.turn_prompts(examples)
+    replies = chat.generate_replies(model, tokenizer, prompts, max_new_tokens=cfg["max_new_tokens"])
+    scores = sft_data.score(examples, [text for text, _ in replies])
+    scores["stop_rate"] = sum(stopped for _, stopped in replies) / len(replies)
+    return scores, replies
+
+
+def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict) -> list[dict]:
+    """SFTTrainer on rows that already carry assistant-only labels (TRL keeps given labels as is)."""
+    args = SFTConfig(
+        output_dir=str(checkpoint_dir), max_steps=cfg["max_steps"],
+        per_device_train_batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
+        lr_scheduler_type="cosine", warmup_steps=cfg["warmup_steps"],
+        logging_steps=max(1, min(10, cfg["max_steps"] // 10)), save_strategy="steps",
+        save_steps=max(cfg["max_steps"] // 4, 1), save_total_limit=1, report_to=[], seed=cfg["seed"],
+        data_seed=cfg["seed"], disable_tqdm=True, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), max_length=cfg["max_length"],
+        padding_free=cfg["packing"], fp16=runtime.dtype_for() == torch.float16,
+        bf16=runtime.dtype_for() == torch.bfloat16)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, data_collator=chat.collator(tokenizer, cfg["packing"]))
+    found = any(Path(checkpoint_dir).glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if found else None)
+    return [e for e in trainer.state.log_history if "loss" in e]
+
+
+def metrics_from(before: dict, after: dict, baseline: dict, train_examples: int) -> dict:
+    """The stage's flat metrics: T_score_before / T_score_after / T_baseline per task, stop_rate, size."""
+    out = {"stop_rate": after["stop_rate"], "stop_rate_before": before["stop_rate"],
+           "train_examples": train_examples}
+    for task in baseline:
+        out[f"{task}_score_before"] = before[task]
+        out[f"{task}_score_after"] = after[task]
+        out[f"{task}_baseline"] = baseline[task]
+    return out
+
+
+def merged_model(model, model_dir: Path, out_dir: Path, cfg: dict):
+    """The trained model as plain weights: LoRA merged in place, or (4-bit) into the dequantised base."""
+    if not cfg["quantization"]:
+        return model.merge_and_unload()
+    model.save_pretrained(out_dir / "adapter")
+    return cpt.merge(model, model_dir, out_dir / "adapter")
+
+
+def save(out_dir: Path, merged, tokenizer, metrics: dict, history: list[dict]) -> None:
+    """Write `model/` (+ tokenizer, whose chat template later stages reuse), `loss.json`, metrics."""
+    merged.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    (out_dir / "loss.json").write_text(json.dumps(history))
+    artifacts.write_metrics(out_dir, metrics)
+
+
+def build(out_dir: Path, profile: str | None = None) -> dict:
+    """Build stage 03 into `out_dir`: the SFT model (LoRA merged), loss curve and metrics."""
+    profile = current(profile)
+    cfg = pick(SETTINGS, profile)
+    start = time.time()
+    runtime.set_threads()
+    model_dir = artifacts.ensure("cpt", profile) / "model"
+    model, tokenizer = load_policy(model_dir, cfg)
+    train_examples, _ = sft_data.build("train")
+    rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in train_examples],
+                                             cfg["max_length"], source="sft train")
+    print(f"[zhllm] {report['kept']} of {report['rows']} training conversations kept; removed: {report['removed']}")
+    heldout = heldout_examples(cfg)
+    baseline = sft_data.score(heldout, sft_data.baseline_replies(heldout))
+    before, _ = evaluate(model, tokenizer, heldout, cfg)
+    history = train(model, tokenizer, rows, artifacts.checkpoint_dir("sft", profile), cfg)
+    after, _ = evaluate(model, tokenizer, heldout, cfg)
+    metrics = metrics_from(before, after, baseline, len(rows))
+    metrics["trainable_params"] = count_parameters(model, trainable_only=True)
+    metrics["seconds"] = round(time.time() - start, 1)
+    save(out_dir, merged_model(model, model_dir, out_dir, cfg), tokenizer, metrics, history)
+    artifacts.clear_checkpoints("sft", profile)
+    return metrics

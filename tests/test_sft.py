@@ -1,0 +1,50 @@
+"""Stage 03 training plumbing: TRL's SFTTrainer trains on exactly our assistant-only labels."""
+import pytest
+import torch
+
+from zhllm import artifacts, chat, sft, sft_data
+
+
+@pytest.fixture(scope="module")
+def policy():
+    cfg = dict(sft.SETTINGS["tiny"], max_steps=3, batch_size=4, eval_per_task=2, max_new_tokens=8,
+               lora_r=8, lora_alpha=16)
+    model, tokenizer = sft.load_policy(artifacts.ensure("base") / "model", cfg)
+    return model, tokenizer, cfg
+
+
+def test_policy_tokenizer_has_template_and_distinct_pad(policy):
+    _, tokenizer, _ = policy
+    assert tokenizer.chat_template == chat.KIT_CHAT_TEMPLATE
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_trainer_batches_keep_our_labels(policy, tmp_path):
+    model, tokenizer, cfg = policy
+    examples, _ = sft_data.build("train", sizes={t: 4 for t in sft_data.TASKS})
+    rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], 512)
+    assert report["kept"] == len(examples)
+    batch = chat.collator(tokenizer)(rows[:2])
+    for i, row in enumerate(rows[:2]):
+        n = len(row["labels"])
+        assert batch["labels"][i, :n].tolist() == row["labels"]
+        assert (batch["labels"][i, n:] == -100).all()  # padding never trains
+        assert tokenizer.eos_token_id in [t for t in row["labels"] if t != -100]
+    history = sft.train(model, tokenizer, rows, tmp_path / "ck", cfg)
+    assert history and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_evaluate_scores_every_task_and_the_stop_rate(policy):
+    model, tokenizer, cfg = policy
+    heldout = sft.heldout_examples(cfg)
+    assert {e["task"] for e in heldout} == set(sft_data.TASKS)
+    scores, replies = sft.evaluate(model, tokenizer, heldout, cfg)
+    assert set(sft_data.TASKS) <= set(scores) and 0.0 <= scores["stop_rate"] <= 1.0
+    assert len(replies) == len(sft_data.turn_prompts(heldout))
+
+
+def test_metrics_are_flat_and_named_per_task():
+    before = {"sentiment": 0.5, "ner": 0.1, "stop_rate": 0.0}
+    after = {"sentiment": 0.8, "ner": 0.3, "stop_rate": 1.0}
+    m = sft.metrics_from(before, after, {"sentiment": 0.5, "ner": 0.0}, 10)
+    assert m["sentiment_score_after"] == 0.8 and m["ner_baseline"] == 0.0 and m["stop_rate"] == 1.0
