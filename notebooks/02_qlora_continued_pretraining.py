@@ -194,7 +194,7 @@ print("all checks passed")
 # ## Try it
 # 1. Set `embeddings="new_rows"` in the parameters cell (PEFT `trainable_token_indices`): how much
 #    memory does it save, and what does it cost in Chinese bits per character?
-# 2. Remove the 10% English from `cpt.training_text`. How far does English bits per character
+# 2. Set `english_share=0` in the parameters cell (no English replay). How far does English bits per character
 #    drift? This is the forgetting that Chinese-LLaMA-2 and Firefly accept or mitigate.
 # 3. Interrupt the training cell half way (Kernel → Interrupt) and run it again: it resumes from
 #    the last checkpoint. Compare the final loss with an uninterrupted run.

@@ -20,11 +20,11 @@ from .profiles import current, pick
 
 SETTINGS = {
     "tiny": dict(quantization="4bit", lora_r=16, lora_alpha=32, embeddings="full", block_size=256,
-                 batch_size=8, grad_accum=1, max_steps=100, learning_rate=3e-3, embed_learning_rate=1.5e-3,
-                 warmup_steps=10, seed=0, train_chars=600_000, eval_max_chars=20_000),
+                 batch_size=8, grad_accum=1, max_steps=100, learning_rate=3e-3, embed_learning_rate=1e-3,
+                 warmup_steps=10, seed=0, train_chars=600_000, english_share=0.2, eval_max_chars=20_000),
     "colab": dict(quantization="4bit", lora_r=64, lora_alpha=16, embeddings="full", block_size=1024,
                   batch_size=4, grad_accum=4, max_steps=400, learning_rate=2e-4,
-                  embed_learning_rate=2e-5, warmup_steps=20, seed=0, train_chars=20_000_000,
+                  embed_learning_rate=2e-5, warmup_steps=20, seed=0, train_chars=20_000_000, english_share=0.1,
                   eval_max_chars=100_000),
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -210,9 +210,13 @@ def max_abs_logit_diff(model_a, model_b, input_ids: torch.Tensor) -> float:
 
 
 def training_text(profile: str | None, cfg: dict) -> list[str]:
-    """Chinese training documents up to `train_chars`, plus 10% English so English is not forgotten."""
+    """Chinese training documents up to `train_chars`, plus `english_share` as much English (replay).
+
+    Without replay, continued pretraining on Chinese alone makes the model forget English.
+    """
     zh = evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"])
-    en = evaluation.take_chars(corpora.english_text("train", profile), cfg["train_chars"] // 10)
+    en = evaluation.take_chars(corpora.english_text("train", profile),
+                               int(cfg["train_chars"] * cfg["english_share"]))
     mixed = zh + en
     order = torch.randperm(len(mixed), generator=torch.Generator().manual_seed(cfg["seed"])).tolist()
     return [mixed[i] for i in order]
