@@ -1,0 +1,218 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# > **Draft, not run in CI yet.** DPO needs the stage-03 SFT policy, which has no builder yet; against
+# > the CPT model as a stand-in, held-out reward accuracy is 0.50 (target 0.85). Move this notebook back
+# > to `notebooks/` (and `make notebooks`) once stage `sft` lands and the checks pass.
+#
+# %% [markdown]
+# # 04 · DPO preference alignment (偏好对齐), measured by an independent judge
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/zhllm/zhllm/blob/main/notebooks/04_dpo.ipynb)
+#
+# **Goal.** The SFT model (指令微调) follows instructions, but nothing told it which of two possible
+# answers people prefer. Direct Preference Optimization trains on pairs — a prompt, a *chosen* reply,
+# a *rejected* reply — and raises the chosen reply's likelihood relative to a frozen reference model,
+# with no reward model and no sampling during training. Here the prompt asks for a positive (正面)
+# review, the chosen reply is a real positive review and the rejected one a real negative review that
+# opens the same way. We train with TRL's `DPOTrainer` and LoRA; the reference is the SFT model itself,
+# obtained by *disabling the adapter*, so no second copy of the weights is ever loaded. We then ask an
+# independent judge — snownlp's sentiment classifier, which training never sees — whether the DPO
+# model's sampled reviews are more positive than the SFT model's, and whether they got longer.
+#
+# Reproduces: DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is
+# Secretly a Reward Model") as used by MedicalGPT and Firefly; the implicit reward
+# β·log π(y|x)/π_ref(y|x) and its held-out accuracy; DPO's length drift.
+
+# %% [markdown]
+# ## Setup
+
+# %%
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "zhllm @ git+https://github.com/zhllm/zhllm"], check=True)
+
+# %%
+import json
+import time
+
+import matplotlib.pyplot as plt
+
+from zhllm import artifacts, chat, dpo, preference_data, runtime
+from zhllm.modeling import count_parameters
+from zhllm.profiles import current, pick
+
+runtime.set_threads()
+print(runtime.banner())
+
+# %% tags=["parameters"]
+PROFILE = current()
+CFG = pick(dpo.SETTINGS, PROFILE)
+CFG
+
+# %% [markdown]
+# ## 1 · The policy: the SFT model
+# Built on demand if stage 03 has not run yet. Its tokenizer carries the kit's chat template, and its
+# pad token differs from EOS (otherwise the EOS that ends each reply would be masked out).
+
+# %%
+start = time.time()
+runtime.seed_everything(CFG["seed"])
+policy_dir = artifacts.ensure("sft", PROFILE) / "model"
+model, tokenizer = dpo.load_policy(policy_dir)
+print(f"policy {policy_dir}: {count_parameters(model) / 1e6:.1f}M parameters; "
+      f"pad {tokenizer.pad_token!r} != eos {tokenizer.eos_token!r}")
+
+# %% [markdown]
+# ## 2 · Preference data (偏好数据)
+# Each row is TRL's conversational form: `prompt` (messages ending with a user turn), `chosen` and
+# `rejected` (assistant turns). Every row passes the same validator as hub data would
+# (`formats.validate_preference`). Held-out pairs come only from the reviews' held-out split.
+
+# %%
+train_rows, heldout, about = preference_data.pairs_for(PROFILE, CFG)
+print(about)
+print(json.dumps(heldout[0], ensure_ascii=False, indent=1))
+
+# %% [markdown]
+# What the model sees: the prompt rendered with the chat template (ending with the assistant header),
+# then each reply and the EOS. DPO compares the log-probabilities of the two continuations only.
+
+# %%
+row = heldout[0]
+print(chat.render(tokenizer, row["prompt"], add_generation_prompt=True) + "⟦…⟧")
+print("chosen  :", chat.render(tokenizer, row["prompt"] + row["chosen"])[-60:])
+print("rejected:", chat.render(tokenizer, row["prompt"] + row["rejected"])[-60:])
+
+# %% [markdown]
+# ## 3 · The trainer: one model, the reference is the adapter switched off
+# We hand TRL the *plain* SFT model and a `peft_config`. TRL adds a fresh LoRA adapter (zero at the
+# start, so policy = reference) and computes reference log-probabilities inside
+# `with model.disable_adapter()`. `trainer.ref_model` stays `None`.
+
+# %%
+trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout, CFG, artifacts.checkpoint_dir("dpo", PROFILE))
+in_memory = dpo.parameters_in_memory(trainer.model)
+print("ref_model:", trainer.ref_model)
+print(f"parameters in memory: {in_memory['base']:,} (one copy of the SFT model) + {in_memory['lora']:,} (LoRA)")
+before = dpo.reward_stats(trainer, heldout[:20])  # a few pairs suffice: every reward is 0 here
+print(f"before training: held-out reward accuracy {before['accuracy']:.2f}, margin {before['margin']:.3f} "
+      "(all rewards are 0: policy = reference)")
+
+# %% [markdown]
+# ## 4 · Train
+# The loss is −log σ(β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)]); TRL logs the
+# implicit rewards of both replies, their margin and how often chosen beats rejected.
+
+# %%
+train_start = time.time()
+trainer.train()
+log = dpo.history(trainer)
+print(f"trained {CFG['max_steps']} steps in {time.time() - train_start:.0f} s; "
+      f"peak memory {runtime.peak_memory_mb():.0f} MiB")
+
+# %%
+steps = [h["step"] for h in log]
+fig, ax = plt.subplots(1, 3, figsize=(11, 3))
+ax[0].plot(steps, [h["loss"] for h in log])
+ax[0].axhline(0.6931, color="grey", ls=":")
+ax[0].set_title("DPO loss (log 2 at the start)")
+ax[1].plot(steps, [h["rewards/chosen"] for h in log], label="chosen")
+ax[1].plot(steps, [h["rewards/rejected"] for h in log], label="rejected")
+ax[1].legend()
+ax[1].set_title("implicit rewards")
+ax[2].plot(steps, [h["rewards/accuracies"] for h in log])
+ax[2].set_title("reward accuracy (train batches)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 5 · Evaluate
+# **Reward accuracy and margin on held-out pairs**: does the policy now rate unseen positive reviews
+# above unseen negative ones, relative to the reference?
+
+# %%
+stats = dpo.reward_stats(trainer)
+print(f"held-out reward accuracy {stats['accuracy']:.2f}, mean margin {stats['margin']:.3f}")
+
+# %% [markdown]
+# **The independent judge.** Reward accuracy is measured with the model's own log-probabilities.
+# A fairer test asks something outside training: for the same held-out prompts, sample a reply from
+# the SFT model (the adapter disabled) and from the DPO model with the same seed, and let snownlp's
+# sentiment classifier say which replies are positive (score > 0.5).
+
+# %%
+prompts = dpo.judge_prompts(heldout, CFG["judge_prompts"])
+gens = dpo.compare(trainer.model, tokenizer, prompts, CFG)
+metrics = dpo.summary(stats, gens, time.time() - start)
+print(f"judge: positive rate SFT {metrics['judge_positive_rate_sft']:.2f} -> "
+      f"DPO {metrics['judge_positive_rate_dpo']:.2f}")
+print(f"mean reply length (characters): SFT {metrics['mean_length_sft']:.1f} -> DPO {metrics['mean_length_dpo']:.1f}")
+for i in range(5):
+    print(f"\n{prompts[i][-1]['content']}\n  SFT ({gens['sft_scores'][i]:.2f}): {gens['sft'][i]}"
+          f"\n  DPO ({gens['dpo_scores'][i]:.2f}): {gens['dpo'][i]}")
+
+# %%
+fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+ax[0].hist([gens["sft_scores"], gens["dpo_scores"]], bins=10, range=(0, 1), label=["SFT", "DPO"])
+ax[0].axvline(0.5, color="grey", ls=":")
+ax[0].legend()
+ax[0].set_title("judge score (snownlp, > 0.5 = positive)")
+ax[1].hist([[len(t) for t in gens["sft"]], [len(t) for t in gens["dpo"]]], bins=10, label=["SFT", "DPO"])
+ax[1].legend()
+ax[1].set_title("reply length (characters)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6 · Save
+# Only the adapter is saved: the SFT model plus this adapter is the DPO model.
+
+# %%
+with artifacts.building("dpo", PROFILE) as out_dir:
+    trainer.model.save_pretrained(out_dir / "adapter")
+    tokenizer.save_pretrained(out_dir / "adapter")
+    (out_dir / "loss.json").write_text(json.dumps(log))
+    (out_dir / "generations.json").write_text(json.dumps(gens, ensure_ascii=False))
+    metrics["trainable_params"] = count_parameters(trainer.model, trainable_only=True)
+    metrics["seconds"] = round(time.time() - start, 1)
+    artifacts.write_metrics(out_dir, metrics)
+artifacts.clear_checkpoints("dpo", PROFILE)
+metrics
+
+# %% [markdown]
+# ## Check
+
+# %%
+losses = [h["loss"] for h in log]
+assert all(l == l for l in losses) and losses[-1] < losses[0], "loss finite and falling"
+assert trainer.ref_model is None, "the reference is the adapter-disabled policy, not a second model"
+assert metrics["reward_accuracy_heldout"] >= 0.85, "held-out pairs ranked right"
+assert metrics["judge_positive_rate_dpo"] >= metrics["judge_positive_rate_sft"] + 0.15, \
+    "the independent judge sees more positive reviews after DPO"
+print("all checks passed")
+
+# %% [markdown]
+# ## Try it
+# 1. **β sweep.** β sets how far the policy may move from the reference (a larger β = a stiffer KL
+#    leash). Rerun sections 3–5 for β in (0.01, 0.1, 0.5), e.g.
+#    `dpo.make_trainer(dpo.load_policy(policy_dir)[0], tokenizer, train_rows, heldout, CFG, out, beta=b)`,
+#    and plot held-out reward accuracy, judge positive rate and mean length against β. Which β drifts
+#    longest?
+# 2. **Length drift.** DPO's sum of log-probabilities favours whichever reply is easier to extend.
+#    Build pairs where the chosen review is always the shorter one: does `mean_length_dpo` fall?
+# 3. **Reward model (optional).** Train TRL's `RewardTrainer` (a sequence-classification head on the
+#    SFT model, `RewardConfig(max_length=64)`) on the same `train_rows`, score the held-out pairs, and
+#    compare its accuracy with DPO's implicit reward: same data, an explicit reward instead of an
+#    implicit one (the first step of RLHF with PPO).
