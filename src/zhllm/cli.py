@@ -18,7 +18,8 @@ def results_table(profile: str | None = None) -> str:
     for stage in artifacts.STAGES:
         if artifacts.is_built(stage, profile):
             for key, value in artifacts.read_metrics(stage, profile).items():
-                shown = f"{value:,.4f}" if isinstance(value, float) else f"{value:,}"
+                # 4 significant figures: 3.8e-06 must not print as 0.0000
+                shown = f"{value:.4g}" if isinstance(value, float) else f"{value:,}"
                 rows.append((stage, key, shown))
     if not rows:
         return "no stage has been built yet for this profile: run `zhllm demo`"
