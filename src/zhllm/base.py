@@ -17,7 +17,7 @@ from transformers import LlamaTokenizer, PreTrainedTokenizerFast, Trainer, Train
 
 from . import artifacts, corpora, evaluation, runtime, tokenizer_expand
 from .modeling import count_parameters, load_causal_lm, tiny_llama
-from .profiles import current, pick
+from .profiles import pick
 
 SETTINGS = {
     "tiny": dict(vocab_size=4096, hidden_size=256, num_layers=4, num_heads=4, block_size=256,
@@ -156,11 +156,8 @@ def evaluate(model, tokenizer, profile: str | None = None) -> dict:
 
 def build(out_dir: Path, profile: str | None = None) -> dict:
     """Build stage 00 into `out_dir`: `model/` (HF model + tokenizer), `sp.model`, `metrics.json`."""
-    profile = current(profile)
-    cfg = pick(SETTINGS, profile)
+    profile, cfg = runtime.begin_stage(SETTINGS, profile)
     start = time.time()
-    runtime.set_threads()
-    runtime.seed_everything(cfg["seed"])
     if profile == "tiny":
         english = corpora.english_text("train", profile)
         sp_model = train_tokenizer(english, out_dir, cfg["vocab_size"])

@@ -16,7 +16,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from . import artifacts, corpora, evaluation, runtime
 from .errors import ConfigError
 from .modeling import count_parameters, load_causal_lm
-from .profiles import current, pick
 
 SETTINGS = {
     "tiny": dict(quantization="4bit", lora_r=16, lora_alpha=32, embeddings="full", block_size=256,
@@ -232,11 +231,8 @@ def bpc_pair(model, tokenizer, profile: str | None, max_chars: int) -> tuple[flo
 
 def build(out_dir: Path, profile: str | None = None) -> dict:
     """Build stage 02: `adapter/`, merged `model/` (+ tokenizer), `loss.json`, `metrics.json`."""
-    profile = current(profile)
-    cfg = pick(SETTINGS, profile)
+    profile, cfg = runtime.begin_stage(SETTINGS, profile)
     start = time.time()
-    runtime.set_threads()
-    runtime.seed_everything(cfg["seed"])
     base_dir = artifacts.ensure("base", profile) / "model"
     expanded_dir = artifacts.ensure("tokenizer", profile) / "model"
     base_tok = AutoTokenizer.from_pretrained(base_dir)

@@ -39,6 +39,17 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def begin_stage(settings: dict, profile: str | None = None) -> tuple[str, dict]:
+    """The resolved profile and its settings, with threads pinned and seeds set: how every build starts."""
+    from .profiles import current, pick
+
+    profile = current(profile)
+    cfg = pick(settings, profile)
+    set_threads()
+    seed_everything(cfg.get("seed", 0))
+    return profile, cfg
+
+
 def peak_memory_mb() -> float:
     """Peak memory so far: the GPU's allocator peak on CUDA, else this process's peak resident set."""
     if torch.cuda.is_available():

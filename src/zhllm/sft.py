@@ -16,7 +16,6 @@ from trl import SFTConfig, SFTTrainer
 
 from . import artifacts, chat, cpt, runtime, sft_data
 from .modeling import count_parameters, load_causal_lm
-from .profiles import current, pick
 
 SETTINGS = {
     "tiny": dict(quantization=None, lora_r=64, lora_alpha=128, embeddings="none", max_length=192,
@@ -112,10 +111,8 @@ def save(out_dir: Path, merged, tokenizer, metrics: dict, history: list[dict]) -
 
 def build(out_dir: Path, profile: str | None = None) -> dict:
     """Build stage 03 into `out_dir`: the SFT model (LoRA merged), loss curve and metrics."""
-    profile = current(profile)
-    cfg = pick(SETTINGS, profile)
+    profile, cfg = runtime.begin_stage(SETTINGS, profile)
     start = time.time()
-    runtime.set_threads()
     model_dir = artifacts.ensure("cpt", profile) / "model"
     model, tokenizer = load_policy(model_dir, cfg)
     train_examples, _ = sft_data.build("train")
