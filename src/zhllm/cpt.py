@@ -149,11 +149,10 @@ class _StopAt:
         return control
 
 
-def train(model, blocks: list[dict], checkpoint_dir: Path, cfg: dict, stop_after: int | None = None,
-          resume: bool = True) -> list[dict]:
-    """Train with the HF Trainer; checkpoints every quarter; resumes from the last one if present."""
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir), max_steps=cfg["max_steps"],
+def training_args(cfg: dict, checkpoint_dir: Path) -> TrainingArguments:
+    """The Trainer's arguments for a profile's settings: cosine schedule, a checkpoint every quarter."""
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir), max_steps=cfg["max_steps"], learning_rate=cfg["learning_rate"],
         per_device_train_batch_size=cfg["batch_size"], gradient_accumulation_steps=cfg["grad_accum"],
         lr_scheduler_type="cosine", warmup_steps=cfg["warmup_steps"],
         logging_steps=max(1, min(10, cfg["max_steps"] // 10)),
@@ -161,11 +160,23 @@ def train(model, blocks: list[dict], checkpoint_dir: Path, cfg: dict, stop_after
         report_to=[], seed=cfg["seed"], data_seed=cfg["seed"], disable_tqdm=True,
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
         fp16=runtime.dtype_for() == torch.float16, bf16=runtime.dtype_for() == torch.bfloat16)
-    opt = optimizer(model, cfg["learning_rate"], cfg["embed_learning_rate"])
+
+
+def train(model, blocks: list[dict], checkpoint_dir: Path, cfg: dict, stop_after: int | None = None,
+          resume: bool = True, args: TrainingArguments | None = None, save_to: Path | None = None) -> list[dict]:
+    """Train with the HF Trainer; resumes from the last checkpoint if present; returns the loss log.
+
+    `args` defaults to `training_args(cfg, checkpoint_dir)`; a recipe (`zhllm train cpt`) passes its own.
+    `save_to` saves the adapter through the Trainer, which gathers it under FSDP / DeepSpeed ZeRO-3.
+    """
+    args = args or training_args(cfg, checkpoint_dir)
+    opt = optimizer(model, args.learning_rate, cfg["embed_learning_rate"])
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(blocks),
                       optimizers=(opt, None), callbacks=[_StopAt(stop_after)] if stop_after else [])
-    found = resume and any(Path(checkpoint_dir).glob("checkpoint-*"))
+    found = resume and any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)
+    if save_to:
+        trainer.save_model(str(save_to))
     return [e for e in trainer.state.log_history if "loss" in e]
 
 

@@ -47,11 +47,11 @@ def load_policy(model_dir: str | Path):
     return model, tokenizer
 
 
-def config(cfg: dict, output_dir: Path, beta: float | None = None) -> DPOConfig:
+def training_args(cfg: dict, checkpoint_dir: Path, beta: float | None = None) -> DPOConfig:
     """TRL's DPOConfig for a profile's settings; `beta` overrides the settings (the sweep uses it)."""
     dtype = runtime.dtype_for()
     return DPOConfig(
-        output_dir=str(output_dir), beta=cfg["beta"] if beta is None else beta,
+        output_dir=str(checkpoint_dir), beta=cfg["beta"] if beta is None else beta,
         learning_rate=cfg["learning_rate"], max_steps=cfg["max_steps"], lr_scheduler_type="cosine",
         warmup_steps=cfg["warmup_steps"], per_device_train_batch_size=cfg["batch_size"],
         per_device_eval_batch_size=20, gradient_accumulation_steps=cfg["grad_accum"],
@@ -62,14 +62,16 @@ def config(cfg: dict, output_dir: Path, beta: float | None = None) -> DPOConfig:
 
 
 def make_trainer(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], cfg: dict,
-                 output_dir: Path, beta: float | None = None) -> DPOTrainer:
+                 output_dir: Path, beta: float | None = None, args: DPOConfig | None = None) -> DPOTrainer:
     """A DPOTrainer over the plain model and a LoRA `peft_config`.
 
     Given a plain model (not a PeftModel), TRL adds the adapter itself and uses the adapter-disabled model
-    as the reference: `trainer.ref_model` is None and no second copy is loaded.
+    as the reference: `trainer.ref_model` is None and no second copy is loaded. `args` defaults to
+    `training_args(cfg, output_dir, beta)`; a recipe (`zhllm train dpo`) passes its own.
     """
     runtime.seed_everything(cfg["seed"])  # LoRA's A matrices start random: same seed, same start
-    return DPOTrainer(model=model, args=config(cfg, output_dir, beta), processing_class=tokenizer,
+    args = args or training_args(cfg, output_dir, beta)
+    return DPOTrainer(model=model, args=args, processing_class=tokenizer,
                       train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows),
                       peft_config=lora_config(cfg["lora_r"], cfg["lora_alpha"], embeddings="none"))
 

@@ -63,9 +63,9 @@ def evaluate(model, tokenizer, examples: list[dict], cfg: dict) -> tuple[dict, l
     return scores, replies
 
 
-def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict) -> list[dict]:
-    """SFTTrainer on rows that already carry assistant-only labels (TRL keeps given labels as is)."""
-    args = SFTConfig(
+def training_args(cfg: dict, checkpoint_dir: Path) -> SFTConfig:
+    """TRL's SFTConfig for a profile's settings: cosine schedule, a checkpoint every quarter."""
+    return SFTConfig(
         output_dir=str(checkpoint_dir), max_steps=cfg["max_steps"],
         per_device_train_batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"],
         lr_scheduler_type="cosine", warmup_steps=cfg["warmup_steps"],
@@ -75,10 +75,22 @@ def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict) -
         use_cpu=not torch.cuda.is_available(), max_length=cfg["max_length"],
         padding_free=cfg["packing"], fp16=runtime.dtype_for() == torch.float16,
         bf16=runtime.dtype_for() == torch.bfloat16)
+
+
+def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict, args: SFTConfig | None = None,
+          save_to: Path | None = None) -> list[dict]:
+    """SFTTrainer on rows that already carry assistant-only labels (TRL keeps given labels as is).
+
+    `args` defaults to `training_args(cfg, checkpoint_dir)`; a recipe (`zhllm train sft`) passes its own.
+    `save_to` saves the adapter through the Trainer, which gathers it under FSDP / DeepSpeed ZeRO-3.
+    """
+    args = args or training_args(cfg, checkpoint_dir)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, data_collator=chat.collator(tokenizer, cfg["packing"]))
-    found = any(Path(checkpoint_dir).glob("checkpoint-*"))
+                         processing_class=tokenizer, data_collator=chat.collator(tokenizer, args.padding_free))
+    found = any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)
+    if save_to:
+        trainer.save_model(str(save_to))
     return [e for e in trainer.state.log_history if "loss" in e]
 
 
