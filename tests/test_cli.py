@@ -1,4 +1,9 @@
-from zhllm import artifacts, cli
+import json
+
+import pytest
+
+from tests.test_recipes import tiny_model  # noqa: F401 -- a fixture: a fresh tiny Llama and tokenizer
+from zhllm import artifacts, cli, scaling
 
 
 def test_results_table_reads_every_built_stage(tmp_path, monkeypatch, capsys):
@@ -24,3 +29,33 @@ def test_errors_are_reported_not_raised(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZHLLM_PROFILE", "huge")
     assert cli.main(["results"]) == 2
     assert "unknown profile" in capsys.readouterr().err
+
+
+def test_help_names_every_command_and_the_recipe_keys(capsys):
+    for argv in (["--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            cli.main(argv)
+        assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("demo", "results", "train", "eval", "plan"))
+    assert "configs/recipes" in out and "embed_learning_rate" in out and "trl.SFTConfig" in out
+
+
+def test_plan_prints_the_compute_optimal_split(capsys):
+    assert cli.main(["plan", "--flops", "5.76e23", "--unique-tokens", "3e11"]) == 0
+    assert scaling.describe_plan(scaling.plan(5.76e23, 3e11)) in capsys.readouterr().out
+    assert cli.main(["plan", "--gpu-hours", "1000", "--gpu", "h100", "--mfu", "0.5"]) == 0
+    assert "989 TFLOP/s peak x 50% utilisation" in capsys.readouterr().out
+
+
+def test_train_reports_a_bad_recipe(tmp_path, capsys):
+    assert cli.main(["train", "sft", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml not found" in capsys.readouterr().err
+
+
+def test_eval_ceval_scores_a_model_directory(tiny_model, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    assert cli.main(["eval", "ceval", "--model", str(tiny_model), "--limit", "2", "--output", str(out)]) == 0
+    assert "Average" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["format"] == "official_zero_shot" and len(saved["predictions"]) == 16  # 8 subjects x 2

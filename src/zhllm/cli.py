@@ -1,15 +1,29 @@
-"""The `zhllm` command line: run the pipeline and print what each stage measured.
+"""The `zhllm` command line: run the pipeline, train a stage from a recipe, score C-Eval, plan compute.
 
-    zhllm demo [--profile tiny] [--force]    every wired stage in order, then the results table
-    zhllm results [--profile tiny]           the results table of the stages already built
+    zhllm demo [--profile tiny] [--force]          every wired stage in order, then the results table
+    zhllm results [--profile tiny]                 the results table of the stages already built
+    zhllm train sft --config RECIPE [--key value]  one stage from a recipe (also under `accelerate launch`)
+    zhllm eval ceval [--model sft] [--data DIR]    C-Eval-format scoring of a model
+    zhllm plan --gpu-hours 1000 --gpu a100         the compute-optimal model size and token count
+
+Every command calls the same functions as the notebooks; nothing here trains or scores by itself.
 """
 import argparse
+import json
 import sys
+import tempfile
 import time
+from dataclasses import fields
+from pathlib import Path
 
 from . import artifacts
 from .errors import ZhllmError
 from .profiles import PROFILES, current
+
+MODEL_STAGES = ("base", "cpt", "sft", "dpo")
+# dense bf16/fp16 tensor-core peak of one GPU, FLOP/s (vendor data sheets; SXM parts)
+GPU_PEAK_FLOPS = {"t4": 65e12, "v100": 125e12, "a10": 125e12, "l4": 121e12, "4090": 165e12,
+                  "a100": 312e12, "h100": 989e12, "h200": 989e12}
 
 
 def results_table(profile: str | None = None) -> str:
@@ -42,27 +56,165 @@ def demo(profile: str, force: bool) -> None:
     print(results_table(profile))
 
 
-def main(argv: list[str] | None = None) -> int:
+def train(stage: str, config: str, overrides: list[str]) -> None:
+    """Train one stage from a recipe; under `accelerate launch` every process runs this."""
+    from . import recipes, runtime
+
+    kit, args = recipes.load(config, stage, overrides)
+    runtime.seed_everything(args.seed)
+    record = recipes.run(stage, kit, args)
+    if record["rank"] == 0:
+        print(f"[zhllm] {stage}: trained on {record['world_size']} process(es); adapter, tokenizer and "
+              f"loss.json in {args.output_dir}")
+
+
+def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str, fmt: str | None,
+               limit: int | None, batch_size: int, output: str | None, profile: str) -> None:
+    """Score one model on a C-Eval-format exam; without --model, build stage 06 (every stage model)."""
+    if model is None:
+        artifacts.ensure("ceval", profile)
+        print("\n".join(line for line in results_table(profile).splitlines() if line.startswith("ceval")))
+        return
+    from transformers import AutoTokenizer
+
+    from . import ceval, ceval_scoring, ceval_stage, exam, recipes
+    from .modeling import load_causal_lm
+
+    path = str(artifacts.ensure(model, profile) / "model") if model in MODEL_STAGES else recipes.resolve_model(model)
+    llm, tokenizer = load_causal_lm(path).eval(), AutoTokenizer.from_pretrained(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        if hub:
+            questions = ceval.load_hub(hub, split)
+        else:
+            questions = ceval.load_folder(Path(data) if data else exam.build_exam(Path(tmp) / "exam"), split)
+    fmt = fmt or ceval_stage.exam_format(tokenizer)
+    results = ceval_scoring.score_exam(llm, tokenizer, questions, fmt, batch_size, limit=limit)
+    summary = ceval_scoring.summarize(results, questions)
+    print(f"{path} on {questions.name} {split} ({len(results)} questions, format {fmt}):\n")
+    print(ceval_scoring.summary_table(summary))
+    if output:
+        Path(output).write_text(json.dumps({"model": path, "format": fmt, "summary": summary,
+                                            "predictions": [vars(r) for r in results]},
+                                           ensure_ascii=False, indent=1, default=list), encoding="utf-8")
+        print(f"\npredictions and summary written to {output}")
+
+
+def plan(flops: float | None, gpu_hours: float | None, gpu: str, peak_tflops: float | None, mfu: float,
+         unique_tokens: float | None) -> None:
+    """Print the Chinchilla-optimal plan for a compute budget (FLOPs, or GPU-hours of a GPU)."""
+    from . import scaling
+
+    if flops is None:
+        peak = peak_tflops * 1e12 if peak_tflops else GPU_PEAK_FLOPS[gpu]
+        flops = scaling.compute_budget(gpu_hours, peak, mfu)
+        print(f"{gpu_hours:,.0f} GPU-hours x {peak / 1e12:.0f} TFLOP/s peak x {mfu:.0%} utilisation:")
+    print(scaling.describe_plan(scaling.plan(flops, unique_tokens)))
+
+
+def _kit_keys() -> str:
+    """The kit's own recipe keys per stage, for `zhllm train --help`."""
+    from . import recipes
+
+    lines = []
+    for stage, kit in (("cpt", recipes.CptArguments), ("sft", recipes.SftArguments), ("dpo", recipes.DpoArguments)):
+        lines.append(f"{stage} ({kit.__doc__.split(':')[0]}):")
+        lines += [f"  {f.name:<20} {f.metadata['help']}" for f in fields(kit)]
+    return "\n".join(lines)
+
+
+TRAIN_EPILOG = """\
+A recipe is a YAML file (configs/recipes/{tiny,colab,full}/{cpt,sft,dpo}.yaml). Its keys are the kit's
+own (below) plus every field of the library's training arguments: transformers.TrainingArguments (cpt),
+trl.SFTConfig (sft), trl.DPOConfig (dpo), as installed. A model path runs/<profile>/<stage>/model names a
+kit stage and is built first when missing. Any key can be overridden after the file: --max_steps 10.
+
+examples:
+  zhllm train sft --config configs/recipes/tiny/sft.yaml
+  zhllm train sft --config configs/recipes/tiny/sft.yaml --max_steps 20 --output_dir /tmp/sft
+  accelerate launch --config_file configs/accelerate/ddp.yaml -m zhllm.cli train sft \\
+      --config configs/recipes/full/sft.yaml        (README, "Scale out", for every launcher)
+
+The kit's keys:
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zhllm", description="Build a Chinese LLM step by step: tokenizer expansion, QLoRA "
-        "continued pretraining, SFT, DPO, scaling laws, C-Eval. Every stage writes "
-        "runs/<profile>/<stage>/metrics.json.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in [("demo", "run every stage for a profile (tiny: CPU, offline, minutes), then "
-                        "print the results table"),
-                       ("results", "print the results table of the stages already built")]:
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--profile", choices=PROFILES, default=None,
-                       help="tiny | colab | full (default: $ZHLLM_PROFILE, else auto-detect)")
-        if name == "demo":
-            p.add_argument("--force", action="store_true", help="rebuild stages that already exist")
-    args = parser.parse_args(argv)
+        prog="zhllm", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build a Chinese LLM step by step: tokenizer expansion, QLoRA continued pretraining, "
+        "SFT, DPO, scaling laws, C-Eval.\nEvery stage writes runs/<profile>/<stage>/metrics.json. "
+        "Start with `zhllm demo`.\n`zhllm <command> --help` explains each command.",
+        epilog="examples:\n"
+        "  zhllm demo                                              the whole tiny pipeline, CPU, offline\n"
+        "  zhllm train sft --config configs/recipes/tiny/sft.yaml  one stage from a recipe\n"
+        "  zhllm eval ceval --model sft                            score the SFT stage on the kit's exam\n"
+        "  zhllm plan --gpu-hours 1000 --gpu a100                  model size and tokens for a budget")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    profile_help = "tiny | colab | full (default: $ZHLLM_PROFILE, else colab with a GPU, tiny without)"
+
+    text = "run every stage for a profile (tiny: CPU, offline, minutes), then print the results table"
+    p = sub.add_parser("demo", help=text, description=text)
+    p.add_argument("--profile", choices=PROFILES, help=profile_help)
+    p.add_argument("--force", action="store_true", help="rebuild stages that already exist")
+
+    text = "print the results table of the stages already built"
+    p = sub.add_parser("results", help=text, description=text)
+    p.add_argument("--profile", choices=PROFILES, help=profile_help)
+
+    text = "train one stage (cpt, sft or dpo) from a recipe file; runs under `accelerate launch` too"
+    p = sub.add_parser("train", help=text, description=text, epilog=TRAIN_EPILOG + _kit_keys(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="zhllm train {cpt,sft,dpo} --config RECIPE [--key value ...]")
+    p.add_argument("stage", choices=("cpt", "sft", "dpo"), help="continued pretraining, SFT or DPO")
+    p.add_argument("--config", required=True, metavar="RECIPE", help="the recipe YAML file")
+
+    text = "score a model on a C-Eval-format exam (the kit's own exam unless --data/--hub)"
+    p = sub.add_parser("eval", help=text, description=text)
+    p.add_argument("benchmark", choices=("ceval",), help="ceval: C-Eval / CMMLU layout, letter log-probabilities")
+    p.add_argument("--model", help=f"a stage ({', '.join(MODEL_STAGES)}), a directory or a hub name; "
+                   "omitted: build stage 06, which scores every built stage model")
+    p.add_argument("--data", help="a folder in C-Eval or CMMLU layout (<split>/<subject>_<split>.csv)")
+    p.add_argument("--hub", choices=("ceval", "cmmlu"), help="download the real benchmark from the hub instead")
+    p.add_argument("--split", default="val", help="val (answers published) or dev (default: val)")
+    p.add_argument("--format", dest="fmt", help="a prompt format of zhllm.ceval.FORMATS (default: "
+                   "chat_zero_shot for a model with a chat template, else official_zero_shot)")
+    p.add_argument("--limit", type=int, help="only the first N questions of each subject")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--output", help="write the summary and every prediction to this JSON file")
+    p.add_argument("--profile", choices=PROFILES, help=profile_help)
+
+    text = "plan a run with the scaling laws: compute-optimal parameters and tokens for a budget"
+    p = sub.add_parser("plan", help=text, description=text + " (Chinchilla, Hoffmann et al. 2022; "
+                       "with --unique-tokens, repeated data valued as in Muennighoff et al. 2023)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--flops", type=float, help="the training budget in FLOPs, e.g. 1e21")
+    budget.add_argument("--gpu-hours", type=float, help="the budget in GPU-hours (with --gpu, --mfu)")
+    p.add_argument("--gpu", choices=sorted(GPU_PEAK_FLOPS), default="a100", help="GPU type (default a100)")
+    p.add_argument("--peak-tflops", type=float, help="peak TFLOP/s of your GPU, instead of --gpu")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
+    p.add_argument("--unique-tokens", type=float, help="unique training tokens you have, e.g. 2e11")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        profile = current(args.profile)
+        if args.command == "train":
+            train(args.stage, args.config, extra)
+            return 0
+        profile = current(args.profile) if hasattr(args, "profile") else None
         if args.command == "demo":
             demo(profile, args.force)
-        else:
+        elif args.command == "results":
             print(results_table(profile))
+        elif args.command == "eval":
+            eval_ceval(args.model, args.data, args.hub, args.split, args.fmt, args.limit, args.batch_size,
+                       args.output, profile)
+        else:
+            plan(args.flops, args.gpu_hours, args.gpu, args.peak_tflops, args.mfu, args.unique_tokens)
     except ZhllmError as exc:
         print(f"zhllm: error: {exc}", file=sys.stderr)
         return 2
