@@ -213,6 +213,7 @@ def checksum(model) -> str:
 
 
 def _train_cpt(kit, args, cfg: dict):
+    """Stage 02's steps as in `cpt.build`: LoRA (+ embeddings) on the expanded model, packed text, `cpt.train`."""
     from transformers import AutoTokenizer
 
     from . import cpt
@@ -232,6 +233,7 @@ def _train_cpt(kit, args, cfg: dict):
 
 
 def _train_sft(kit, args, cfg: dict):
+    """Stage 03's steps as in `sft.build`: LoRA policy, conversations with assistant-only labels, `sft.train`."""
     from . import chat, sft, sft_data
 
     model, tokenizer = sft.load_policy(resolve_model(kit.model_name_or_path), cfg)
@@ -246,6 +248,7 @@ def _train_sft(kit, args, cfg: dict):
 
 
 def _train_dpo(kit, args, cfg: dict):
+    """Stage 04's steps as in `dpo.build`: the SFT policy, preference pairs, `dpo.make_trainer`; resumes."""
     from . import dpo, preference_data
 
     model, tokenizer = dpo.load_policy(resolve_model(kit.model_name_or_path))
@@ -253,7 +256,8 @@ def _train_dpo(kit, args, cfg: dict):
     print(f"[zhllm] {description}")
     trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout, cfg, args.output_dir, args=args)
     before = checksum(trainer.model)
-    trainer.train()
+    found = any(Path(args.output_dir).glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if found else None)
     trainer.save_model(str(Path(args.output_dir) / "adapter"))
     return trainer.model, tokenizer, before, dpo.history(trainer)
 
@@ -272,7 +276,8 @@ def run(stage: str, kit, args) -> dict:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if args.world_size != launched:
         raise ConfigError(f"{launched} processes were launched but this one is in a group of "
-                          f"{args.world_size}: the processes did not join one training run")
+                          f"{args.world_size}: the processes did not join one training run (on a machine "
+                          "without a GPU they need use_cpu: true, which the kit sets unless overridden)")
     model, tokenizer, before, history = TRAINERS[stage](kit, args, settings(kit, args))
     out = Path(args.output_dir)
     record = {"rank": args.process_index, "world_size": args.world_size,
