@@ -50,7 +50,7 @@ def test_recipe_is_the_stage_settings(profile, stage):
     module = STAGES[stage]
     settings = module.SETTINGS[profile]
     kit, args = recipes.load(RECIPES / profile / f"{stage}.yaml", stage)
-    ours = dataclasses.asdict(kit)
+    ours = recipes.settings(kit, args)
     assert {k: ours[k] for k in ours if k in settings} == {k: settings[k] for k in ours if k in settings}
     expected = module.training_args(settings, args.output_dir)
     # precision and device follow the machine in the stage builds (fp32 CPU, fp16 T4, bf16 A100)

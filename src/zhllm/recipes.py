@@ -62,6 +62,9 @@ class SftArguments:
     lora_r: int = field(**_help("LoRA rank, on every linear layer"))
     lora_alpha: int = field(**_help("LoRA scale numerator (the update is scaled by alpha / r)"))
     embeddings: str = field(**_help("full, new_rows or none: whether embedding rows train too"))
+    pack_batches: bool = field(**_help(
+        "the stage's `packing`: concatenate each batch without padding, position_ids restarting per example so "
+        "no attention crosses examples (not TRL's `packing`, which repacks the dataset itself)"))
 
 
 @dataclass
@@ -177,8 +180,14 @@ def load(path: str | Path, stage: str, overrides=()) -> tuple:
 
 
 def settings(kit, args) -> dict:
-    """The stage's settings dict (the keys of its SETTINGS) for the stage functions: kit keys + the seed."""
-    return {**asdict(kit), "seed": args.seed}
+    """The stage's settings dict (the keys of its SETTINGS) for the stage functions: kit keys + the seed.
+
+    `pack_batches` is SETTINGS' `packing`, renamed because SFTConfig has a `packing` key of its own.
+    """
+    cfg = {**asdict(kit), "seed": args.seed}
+    if "pack_batches" in cfg:
+        cfg["packing"] = cfg.pop("pack_batches")
+    return cfg
 
 
 # ---- running a recipe ---------------------------------------------------------------------------------
