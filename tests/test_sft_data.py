@@ -97,6 +97,8 @@ def test_scorers_on_hand_made_cases():
     assert sft_data.segmentation_f1(["中国/人民/银行"], ["中国/人民/银行"]) == 1.0
     # gold spans (0,2)(2,4)(4,6); predicted (0,4)(4,6): one hit -> P 1/2, R 1/3, F1 0.4
     assert sft_data.segmentation_f1(["中国人民/银行"], ["中国/人民/银行"]) == pytest.approx(0.4)
+    # right word lengths, wrong characters: nothing counts (a model must copy the clause, not its rhythm)
+    assert sft_data.segmentation_f1(["我们/今天/来了"], ["中国/人民/银行"]) == 0.0
     assert sft_data.entity_f1(["人名：江泽民；地名：无；机构名：无"],
                               ["人名：江泽民；地名：北京；机构名：无"]) == pytest.approx(2 / 3)
     assert sft_data.entity_f1(["人名：无；地名：无；机构名：无"], ["人名：无；地名：北京；机构名：无"]) == 0.0

@@ -73,7 +73,7 @@ def training_args(cfg: dict, checkpoint_dir: Path) -> SFTConfig:
         save_steps=max(cfg["max_steps"] // 4, 1), save_total_limit=1, report_to=[], seed=cfg["seed"],
         data_seed=cfg["seed"], disable_tqdm=True, dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(), max_length=cfg["max_length"],
-        padding_free=cfg["packing"], fp16=runtime.dtype_for() == torch.float16,
+        fp16=runtime.dtype_for() == torch.float16,
         bf16=runtime.dtype_for() == torch.bfloat16)
 
 
@@ -86,7 +86,7 @@ def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict, a
     """
     args = args or training_args(cfg, checkpoint_dir)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, data_collator=chat.collator(tokenizer, args.padding_free))
+                         processing_class=tokenizer, data_collator=chat.collator(tokenizer, cfg["packing"]))
     found = any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)
     if save_to:
