@@ -27,6 +27,7 @@ BUILDERS = {
     "cpt": "zhllm.cpt:build",
     "scaling": "zhllm.scaling:build",
     "ceval": "zhllm.ceval:build",
+    "curation": "zhllm.curation:build",
 }
 
 _LOCKS: dict[str, FileLock] = {}
