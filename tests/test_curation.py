@@ -83,9 +83,12 @@ def test_k_center_greedy_covers_clusters():
     assert sorted(i // 30 for i in chosen) == [0, 1, 2]
 
 
-def test_quotas_are_proportional_and_sum_to_the_total():
+def test_quotas_give_every_cluster_one_then_split_in_proportion():
     assert curation.quotas([50, 30, 20], 10) == [5, 3, 2]
-    assert sum(curation.quotas([7, 5, 1], 6)) == 6
+    assert curation.quotas([7, 5, 1], 6) == [3, 2, 1]
+    assert curation.quotas([100, 2], 2) == [1, 1]
+    with pytest.raises(ConfigError, match="one per cluster"):
+        curation.quotas([5, 5, 5], 2)
 
 
 def test_selection_sizes_equal_and_random_control_seeded():
@@ -97,7 +100,7 @@ def test_selection_sizes_equal_and_random_control_seeded():
     assert len(chosen) == len(set(chosen)) == len(control) == len(set(control)) == 40
     assert len(labels) == 200
     assert control == curation.random_selection(200, 40, seed=0) != curation.random_selection(200, 40, seed=1)
-    assert curation.coverage_radius(embeddings, chosen) <= curation.coverage_radius(embeddings, control)
+    assert curation.coverage(embeddings, chosen)[0] <= curation.coverage(embeddings, control)[0]
     with pytest.raises(ConfigError):
         curation.diverse_selection(embeddings, 201, clusters=5)
 

@@ -236,18 +236,22 @@ def k_center_greedy(points: np.ndarray, n: int, start: int) -> list[int]:
 
 
 def quotas(sizes: list[int], total: int) -> list[int]:
-    """Split `total` (at most sum(sizes)) over clusters in proportion to their sizes, by largest remainders."""
-    exact = [total * s / sum(sizes) for s in sizes]
+    """Split `total` picks over clusters: one each, so no cluster goes unrepresented, and the rest in
+    proportion to the clusters' sizes (largest remainders)."""
+    if not len(sizes) <= total <= sum(sizes):
+        raise ConfigError(f"cannot pick {total} from clusters of sizes {sizes}: need one per cluster at least")
+    rest = total - len(sizes)
+    exact = [rest * (s - 1) / (sum(sizes) - len(sizes)) for s in sizes] if rest else [0.0] * len(sizes)
     out = [int(e) for e in exact]
-    for c in sorted(range(len(sizes)), key=lambda c: exact[c] - out[c], reverse=True)[:total - sum(out)]:
+    for c in sorted(range(len(sizes)), key=lambda c: exact[c] - out[c], reverse=True)[:rest - sum(out)]:
         out[c] += 1
-    return out
+    return [q + 1 for q in out]
 
 
 def diverse_selection(embeddings: np.ndarray, size: int, clusters: int,
                       seed: int = 0) -> tuple[list[int], np.ndarray]:
     """`size` indices: K-Means into `clusters` groups, then KCenterGreedy inside each group (from the point
-    nearest its centroid), each group's share in proportion to its size. Returns (indices, cluster labels)."""
+    nearest its centroid), each group getting `quotas`. Returns (indices, cluster labels)."""
     from sklearn.cluster import KMeans
 
     if size > len(embeddings):
@@ -256,10 +260,9 @@ def diverse_selection(embeddings: np.ndarray, size: int, clusters: int,
     members = [np.flatnonzero(kmeans.labels_ == c) for c in range(clusters)]
     chosen = []
     for c, quota in enumerate(quotas([len(m) for m in members], size)):
-        if quota:
-            points = embeddings[members[c]]
-            start = int(np.argmin(np.linalg.norm(points - kmeans.cluster_centers_[c], axis=1)))
-            chosen += [int(members[c][i]) for i in k_center_greedy(points, quota, start)]
+        points = embeddings[members[c]]
+        start = int(np.argmin(np.linalg.norm(points - kmeans.cluster_centers_[c], axis=1)))
+        chosen += [int(members[c][i]) for i in k_center_greedy(points, quota, start)]
     return sorted(chosen), kmeans.labels_
 
 
@@ -268,12 +271,13 @@ def random_selection(n: int, size: int, seed: int = 0) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), size))
 
 
-def coverage_radius(embeddings: np.ndarray, chosen: list[int]) -> float:
-    """The largest distance from any point to its nearest chosen point: what KCenterGreedy minimises."""
+def coverage(embeddings: np.ndarray, chosen: list[int]) -> tuple[float, float]:
+    """Distances from every point to its nearest chosen point: the largest (the radius KCenterGreedy
+    minimises) and the mean (how close a typical point is to the subset)."""
     distance = np.full(len(embeddings), np.inf)
     for i in chosen:
         distance = np.minimum(distance, np.linalg.norm(embeddings - embeddings[i], axis=1))
-    return float(distance.max())
+    return float(distance.max()), float(distance.mean())
 
 
 # ---- the candidate pool: the kit's instruction set plus injected, labelled noise ------------------------
@@ -426,8 +430,8 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
         metrics.update(counts(res, f"{name}_"))
     chosen, _ = diverse_selection(result["embeddings"], cfg["select"], cfg["clusters"], cfg["seed"])
     control = random_selection(len(result["scored"]), cfg["select"], cfg["seed"])
-    metrics["coverage_selected"] = coverage_radius(result["embeddings"], chosen)
-    metrics["coverage_random"] = coverage_radius(result["embeddings"], control)
+    metrics["coverage_selected"], metrics["coverage_mean_selected"] = coverage(result["embeddings"], chosen)
+    metrics["coverage_random"], metrics["coverage_mean_random"] = coverage(result["embeddings"], control)
     subsets = {"selected": chosen, "random": control, "full": range(len(result["scored"]))}
     arms = {name: ([pool[result["scored"][k]] for k in ids], []) for name, ids in subsets.items()}
     arms["mixed"] = (arms["random"][0], mixed_corpus(raw["people_daily"], raw_results["people_daily"]["kept"],
