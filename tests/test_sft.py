@@ -48,3 +48,20 @@ def test_metrics_are_flat_and_named_per_task():
     after = {"sentiment": 0.8, "ner": 0.3, "stop_rate": 1.0}
     m = sft.metrics_from(before, after, {"sentiment": 0.5, "ner": 0.0}, 10)
     assert m["sentiment_score_after"] == 0.8 and m["ner_baseline"] == 0.0 and m["stop_rate"] == 1.0
+
+
+def test_short_sft_teaches_the_cpt_model_to_stop(tmp_path):
+    """EOS is in the labels, so a short SFT makes the model end its replies: held-out prompts stop with EOS.
+
+    Sentiment only (two-character replies), 60 steps: the stopping is learnt long before the content.
+    """
+    cfg = dict(sft.SETTINGS["tiny"], max_steps=60, warmup_steps=5, eval_per_task=40, max_new_tokens=16)
+    model, tokenizer = sft.load_policy(artifacts.ensure("cpt") / "model", cfg)
+    sizes = {task: 960 if task == "sentiment" else 0 for task in sft_data.TASKS}
+    examples, _ = sft_data.build("train", sizes=sizes)
+    rows, _ = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], cfg["max_length"])
+    heldout = [e for e in sft.heldout_examples(cfg) if e["task"] == "sentiment"]
+    sft.train(model, tokenizer, rows, tmp_path / "ck", cfg)
+    after, replies = sft.evaluate(model, tokenizer, heldout, cfg)
+    assert after["stop_rate"] >= 0.95, replies[:5]
+    assert all(text in sft_data.LABELS.values() for text, _ in replies), replies[:5]

@@ -25,6 +25,8 @@ BUILDERS = {
     "base": "zhllm.base:build",
     "tokenizer": "zhllm.tokenizer_expand:build",
     "cpt": "zhllm.cpt:build",
+    "sft": "zhllm.sft:build",
+    "dpo": "zhllm.dpo:build",
     "scaling": "zhllm.scaling:build",
     "ceval": "zhllm.ceval:build",
     "curation": "zhllm.curation:build",

@@ -65,6 +65,11 @@ class SftArguments:
     pack_batches: bool = field(**_help(
         "the stage's `packing`: concatenate each batch without padding, position_ids restarting per example so "
         "no attention crosses examples (not TRL's `packing`, which repacks the dataset itself)"))
+    exam_per_subject: int = field(**_help(
+        "exam-format questions per subject, on training text, mixed into the data (0 = none; see zhllm.exam)"))
+    hub_dataset: str | None = field(default=None, **_help(
+        "a hub instruction set (Alpaca/BELLE, ShareGPT or messages layout) added to the kit's tasks; null = none"))
+    hub_rows: int = field(default=0, **_help("rows of hub_dataset to use (its first ones)"))
 
 
 @dataclass
@@ -243,10 +248,10 @@ def _train_cpt(kit, args, cfg: dict):
 
 def _train_sft(kit, args, cfg: dict):
     """Stage 03's steps as in `sft.build`: LoRA policy, conversations with assistant-only labels, `sft.train`."""
-    from . import chat, sft, sft_data
+    from . import chat, sft
 
     model, tokenizer = sft.load_policy(resolve_model(kit.model_name_or_path), cfg)
-    examples, _ = sft_data.build("train")
+    examples, _ = sft.training_examples(kit.profile, cfg)
     rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], args.max_length,
                                              source="sft train")
     print(f"[zhllm] {report['kept']} of {report['rows']} training conversations kept; removed: {report['removed']}")
