@@ -123,9 +123,8 @@ prompt_ids = chat.encode_prompt(tokenizer, conversation[:1])
 assert encoded["input_ids"][:len(prompt_ids)] == prompt_ids, "inference prompt is a prefix of training"
 
 # %%
-rows, encode_report = chat.encode_conversations(tokenizer, [e["messages"] for e in train_examples],
-                                                CFG["max_length"], source="sft train")
-print(formats.describe(encode_report), "(too long is removed and counted, never cut: a cut loses EOS)")
+# too long is removed and counted, never cut: a cut would lose the EOS
+rows, encode_report = sft.encode_examples(tokenizer, train_examples, CFG["max_length"])
 lengths = [len(r["input_ids"]) for r in rows]
 print(f"{len(rows)} rows, {sum(lengths):,} tokens, longest {max(lengths)}")
 

@@ -60,10 +60,7 @@ def sft_arm(model_dir: Path, examples: list[dict], heldout: list[dict], sft_cfg:
     """A fresh LoRA on the CPT model, trained on `examples` (+ raw text rows) for `max_steps`, then scored on
     the held-out tasks: (task scores with stop_rate and reply_loss, loss history)."""
     model, tokenizer = sft.load_policy(model_dir, sft_cfg)
-    rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in examples],
-                                             sft_cfg["max_length"], source=checkpoint_dir.name)
-    if report["removed"]:
-        print(f"[zhllm] {checkpoint_dir.name}: removed {report['removed']}")
+    rows, _ = sft.encode_examples(tokenizer, examples, sft_cfg["max_length"], source=checkpoint_dir.name)
     rows += raw_text_rows(tokenizer, raw_texts, sft_cfg["max_length"])
     history = sft.train(model, tokenizer, rows, checkpoint_dir, sft_cfg)
     scores, _ = sft.evaluate(model, tokenizer, heldout, sft_cfg)

@@ -248,13 +248,11 @@ def _train_cpt(kit, args, cfg: dict):
 
 def _train_sft(kit, args, cfg: dict):
     """Stage 03's steps as in `sft.build`: LoRA policy, conversations with assistant-only labels, `sft.train`."""
-    from . import chat, sft
+    from . import sft
 
     model, tokenizer = sft.load_policy(resolve_model(kit.model_name_or_path), cfg)
     examples, _ = sft.training_examples(kit.profile, cfg)
-    rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], args.max_length,
-                                             source="sft train")
-    print(f"[zhllm] {report['kept']} of {report['rows']} training conversations kept; removed: {report['removed']}")
+    rows, _ = sft.encode_examples(tokenizer, examples, args.max_length)
     before = checksum(model)
     history = sft.train(model, tokenizer, rows, args.output_dir, cfg, args=args,
                         save_to=Path(args.output_dir) / "adapter")

@@ -79,6 +79,15 @@ def training_examples(profile: str, cfg: dict) -> tuple[list[dict], dict]:
     return examples, report
 
 
+def encode_examples(tokenizer, examples: list[dict], max_length: int,
+                    source: str = "sft train") -> tuple[list[dict], dict]:
+    """Rows with assistant-only labels for `examples`; prints what was kept and what was removed (too long)."""
+    rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], max_length,
+                                             source=source)
+    print(formats.describe(report))
+    return rows, report
+
+
 def heldout_examples(cfg: dict) -> list[dict]:
     """A fixed slice of the held-out set: the first `eval_per_task` examples of each task."""
     examples, _ = sft_data.build("heldout")
@@ -165,9 +174,7 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     model_dir = artifacts.ensure("cpt", profile) / "model"
     model, tokenizer = load_policy(model_dir, cfg)
     train_examples, _ = training_examples(profile, cfg)
-    rows, report = chat.encode_conversations(tokenizer, [e["messages"] for e in train_examples],
-                                             cfg["max_length"], source="sft train")
-    print(f"[zhllm] {report['kept']} of {report['rows']} training conversations kept; removed: {report['removed']}")
+    rows, _ = encode_examples(tokenizer, train_examples, cfg["max_length"])
     heldout = heldout_examples(cfg)
     baseline = sft_data.score(heldout, sft_data.baseline_replies(heldout))
     before, _ = evaluate(model, tokenizer, heldout, cfg)
