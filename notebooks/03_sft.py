@@ -168,6 +168,18 @@ for task in baseline:
 print(f"stop rate: before {before['stop_rate']:.2f}, after {after['stop_rate']:.2f}")
 
 # %%
+names = list(baseline) + ["stop_rate"]
+x = range(len(names))
+plt.figure(figsize=(8, 3))
+for shift, (label, scores) in zip((-0.27, 0, 0.27), [("baseline", baseline), ("before", before), ("after", after)]):
+    plt.bar([i + shift for i in x], [scores.get(n, float("nan")) for n in names], width=0.27, label=label)
+plt.xticks(list(x), names)
+plt.ylabel("score")
+plt.title("Held-out tasks: trivial baseline, before and after SFT")
+plt.legend()
+plt.show()
+
+# %%
 prompts = sft_data.turn_prompts(heldout)
 tasks = [task for e in heldout for task in e["turn_tasks"]]
 for task in sft_data.TASKS[:-1]:      # the first held-out prompt of each task, before and after
