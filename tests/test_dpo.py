@@ -3,6 +3,8 @@
 The model here is a tiny random Llama with a byte-level BPE built in the test, so nothing depends on
 earlier stages and the whole file runs in well under a minute.
 """
+import copy
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -100,22 +102,39 @@ def test_a_bad_row_names_its_field():
 # ---- the trainer -----------------------------------------------------------------------------------------
 
 def test_no_second_model(tokenizer, train_rows, heldout, tmp_path):
-    """The reference is the adapter-disabled policy: no ref_model, and one copy of the weights plus LoRA."""
+    """The reference is the adapter-disabled policy: no ref_model, one copy of the weights, LoRA, and trainable
+    copies of the embedding and output matrices only (the tiny setting), far from a second model."""
     model = _model(tokenizer)
     one_copy = count_parameters(model)
+    rows = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
     trainer = dpo.make_trainer(model, tokenizer, train_rows[:16], heldout[:20], TINY, tmp_path)
     assert trainer.ref_model is None
     counted = dpo.parameters_in_memory(trainer.model)
     lora = sum(p.numel() for n, p in trainer.model.named_parameters() if "lora_" in n)
-    assert counted["base"] == one_copy and counted["lora"] == lora > 0
-    assert sum(p.numel() for p in trainer.model.parameters()) == one_copy + lora
-    assert count_parameters(trainer.model, trainable_only=True) == lora
+    assert counted == {"base": one_copy, "lora": lora, "copies": rows} and lora > 0
+    assert rows < one_copy
+    assert sum(p.numel() for p in trainer.model.parameters()) == one_copy + lora + rows
+    assert count_parameters(trainer.model, trainable_only=True) == lora + rows
+
+
+def test_layers_only_setting_adds_nothing_but_lora(tokenizer, train_rows, heldout, tmp_path):
+    """colab/full train LoRA on the layers only: the trainer adds exactly the LoRA weights."""
+    model = _model(tokenizer)
+    one_copy = count_parameters(model)
+    cfg = dict(TINY, embeddings="none")
+    trainer = dpo.make_trainer(model, tokenizer, train_rows[:16], heldout[:20], cfg, tmp_path)
+    counted = dpo.parameters_in_memory(trainer.model)
+    assert counted["base"] == one_copy and counted["copies"] == 0
+    assert count_parameters(trainer.model, trainable_only=True) == counted["lora"] > 0
 
 
 def test_a_few_dpo_steps_raise_the_margin(tokenizer, train_rows, tmp_path):
-    """On the training pairs, a few DPO steps move the chosen-vs-rejected reward margin up from zero."""
+    """On the training pairs, a few DPO steps move the chosen-vs-rejected reward margin up from zero, and
+    the reference (adapter disabled) is still exactly the SFT model afterwards."""
     rows = train_rows[:32]
-    trainer = dpo.make_trainer(_model(tokenizer), tokenizer, rows, rows, TINY, tmp_path)
+    model = _model(tokenizer)
+    sft_model = copy.deepcopy(model).eval()
+    trainer = dpo.make_trainer(model, tokenizer, rows, rows, TINY, tmp_path)
     before = dpo.reward_stats(trainer)
     trainer.train()
     after = dpo.reward_stats(trainer)
@@ -123,6 +142,14 @@ def test_a_few_dpo_steps_raise_the_margin(tokenizer, train_rows, tmp_path):
     assert after["margin"] > 0.05 and after["accuracy"] > 0.6
     losses = [h["loss"] for h in dpo.history(trainer)]
     assert all(loss == loss for loss in losses) and losses[-1] < losses[0]
+    ids = torch.tensor([tokenizer(rows[0]["chosen"][0]["content"])["input_ids"]])
+    policy = trainer.model.eval()
+    with torch.no_grad():
+        with policy.disable_adapter():
+            reference = policy(input_ids=ids).logits
+        trained, original = policy(input_ids=ids).logits, sft_model(input_ids=ids).logits
+    assert torch.equal(reference, original), "adapter disabled = the SFT model, embedding rows included"
+    assert not torch.allclose(trained, original), "the trained policy moved away from it"
 
 
 def test_sampling_is_reproducible_and_the_judge_reads_sentiment(tokenizer):

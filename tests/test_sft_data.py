@@ -143,3 +143,16 @@ def test_second_turns_refer_back_to_the_first(heldout):
         if ex["turn_tasks"][1] == "review":
             assert ex["messages"][1]["content"] in ("正面", "负面")
             assert "正面" not in second and "负面" not in second  # the sentiment is only in turn one
+
+
+def test_format_rate_counts_replies_in_their_tasks_form(heldout):
+    """Gold replies all have their task's form; a reply of another task's form, or junk, does not."""
+    examples, _ = heldout
+    gold = sft_data.gold_replies(examples)
+    assert sft_data.format_rate(examples, gold) == 1.0
+    tasks = [task for ex in examples for task in ex["turn_tasks"]]
+    wrong = {"segmentation": "人民", "ner": "人名：无", "sentiment": "正面吧", "review": "中/国"}
+    assert sft_data.format_rate(examples, [wrong[t] for t in tasks]) == 0.0
+    assert sft_data.format_rate(examples, ["", *gold[1:]]) == pytest.approx(1 - 1 / len(gold))
+    with pytest.raises(ValueError):
+        sft_data.format_rate(examples, gold[:-1])

@@ -80,6 +80,8 @@ class DpoArguments:
         "the SFT model: hub name, directory, or runs/<profile>/sft/model (a kit stage, built when missing)"))
     lora_r: int = field(**_help("LoRA rank; the reference model is this model with the adapter disabled"))
     lora_alpha: int = field(**_help("LoRA scale numerator (the update is scaled by alpha / r)"))
+    embeddings: str = field(**_help(
+        "full or none: whether the embedding and output rows train too (a trainable copy of those matrices)"))
     train_pairs: int = field(**_help("preference pairs to train on"))
     heldout_pairs: int = field(**_help("held-out pairs (reward accuracy)"))
     hub_dataset: str | None = field(default=None, **_help(

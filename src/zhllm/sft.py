@@ -105,6 +105,7 @@ def evaluate(model, tokenizer, examples: list[dict], cfg: dict) -> tuple[dict, l
     replies = chat.generate_replies(model, tokenizer, prompts, max_new_tokens=cfg["max_new_tokens"])
     scores = sft_data.score(examples, [text for text, _ in replies])
     scores["stop_rate"] = sum(stopped for _, stopped in replies) / len(replies)
+    scores["format_rate"] = sft_data.format_rate(examples, [text for text, _ in replies])
     return scores, replies
 
 
@@ -143,6 +144,7 @@ def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict, a
 def metrics_from(before: dict, after: dict, baseline: dict, train_examples: int) -> dict:
     """The stage's flat metrics: T_score_before / T_score_after / T_baseline per task, stop_rate, size."""
     out = {"stop_rate": after["stop_rate"], "stop_rate_before": before["stop_rate"],
+           "format_rate": after["format_rate"], "format_rate_before": before["format_rate"],
            "train_examples": train_examples}
     for task in baseline:
         out[f"{task}_score_before"] = before[task]

@@ -346,6 +346,26 @@ def baseline_reply(task: str, given: str) -> str:
     return given
 
 
+FORMS = {  # what a reply of each task looks like, whatever its content
+    "segmentation": re.compile(r"[^/\s]+(/[^/\s]+)+"),
+    "ner": re.compile(r"人名：[^；\n]+；地名：[^；\n]+；机构名：[^；\n]+"),
+    "sentiment": re.compile(r"正面|负面"),
+    "review": re.compile(r"[^/\n]*[\u4e00-\u9fff][^/\n]*"),
+}
+
+
+def format_rate(examples: list[dict], replies: list[str]) -> float:
+    """Share of replies (in `turn_prompts` order) that have their task's form (FORMS), right or wrong.
+
+    The first thing SFT teaches, before any content: a label from the two, the NER layout, words joined by
+    "/", a plain-text review.
+    """
+    tasks = [task for ex in examples for task in ex["turn_tasks"]]
+    if len(tasks) != len(replies):
+        raise ValueError("pass exactly one reply per entry of turn_prompts(examples), in that order")
+    return sum(bool(FORMS[t].fullmatch(r.strip())) for t, r in zip(tasks, replies)) / len(replies)
+
+
 # ---- evaluation: one prompt per assistant turn, gold history before it ----------------------------------
 
 def turn_prompts(examples: list[dict]) -> list[list[dict]]:
