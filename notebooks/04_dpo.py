@@ -232,3 +232,6 @@ print("all checks passed")
 #    SFT model, `RewardConfig(max_length=64)`) on the same `train_rows`, score the held-out pairs, and
 #    compare its accuracy with DPO's implicit reward: same data, an explicit reward instead of an
 #    implicit one (the first step of RLHF with PPO).
+# 4. **Layers only.** Set `CFG["embeddings"] = "none"` in the parameters cell (the GPU profiles' setting:
+#    LoRA on the layers, no trainable embedding or output rows) and rerun. How far do the reward accuracy,
+#    the bag-of-characters yardstick and the judge's positive rate end up apart?

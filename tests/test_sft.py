@@ -44,10 +44,12 @@ def test_evaluate_scores_every_task_and_the_stop_rate(policy):
 
 
 def test_metrics_are_flat_and_named_per_task():
-    before = {"sentiment": 0.5, "ner": 0.1, "stop_rate": 0.0}
-    after = {"sentiment": 0.8, "ner": 0.3, "stop_rate": 1.0}
+    before = {"sentiment": 0.5, "ner": 0.1, "stop_rate": 0.0, "format_rate": 0.2}
+    after = {"sentiment": 0.8, "ner": 0.3, "stop_rate": 1.0, "format_rate": 0.9}
     m = sft.metrics_from(before, after, {"sentiment": 0.5, "ner": 0.0}, 10)
     assert m["sentiment_score_after"] == 0.8 and m["ner_baseline"] == 0.0 and m["stop_rate"] == 1.0
+    assert m["format_rate"] == 0.9 and m["format_rate_before"] == 0.2
+    assert all(isinstance(v, (int, float)) for v in m.values())
 
 
 def test_short_sft_teaches_the_cpt_model_to_stop(tmp_path):

@@ -240,6 +240,17 @@ def bpc_pair(model, tokenizer, profile: str | None, max_chars: int) -> tuple[flo
             evaluation.bits_per_character(model, tokenizer, en))
 
 
+def zh_unigram_bpc(profile: str | None, cfg: dict) -> float:
+    """Held-out Chinese bits per character of a character-unigram model fitted on the stage's Chinese text.
+
+    The line a model must get below to use context at all: near it, the model knows which characters are
+    frequent but not which follow which.
+    """
+    return evaluation.unigram_bits_per_character(
+        evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"]),
+        evaluation.take_chars(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"]))
+
+
 def build(out_dir: Path, profile: str | None = None) -> dict:
     """Build stage 02: `adapter/`, merged `model/` (+ tokenizer), `loss.json`, `metrics.json`."""
     profile, cfg = runtime.begin_stage(SETTINGS, profile)
@@ -265,7 +276,7 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     train_tokens = cfg["max_steps"] * cfg["batch_size"] * cfg["grad_accum"] * cfg["block_size"]
     metrics = {
         "zh_bpc_base": zh_bpc_base, "zh_bpc_before": zh_bpc_before, "zh_bpc_after": zh_bpc_after,
-        "en_bpc_base": en_bpc_base, "en_bpc_after": en_bpc_after,
+        "zh_bpc_unigram": zh_unigram_bpc(profile, cfg), "en_bpc_base": en_bpc_base, "en_bpc_after": en_bpc_after,
         "trainable_params": count_parameters(model, trainable_only=True),
         "train_tokens": train_tokens, "tokens_per_second": train_tokens / train_seconds,
         "peak_memory_mb": runtime.peak_memory_mb(),
