@@ -42,7 +42,6 @@ if "google.colab" in sys.modules:
 import time
 
 import matplotlib.pyplot as plt
-import torch
 
 from zhllm import artifacts, chat, formats, sft, sft_data, runtime
 from zhllm.errors import DataError
@@ -182,7 +181,7 @@ plt.show()
 
 # %%
 prompts = sft_data.turn_prompts(heldout)
-tasks = [task for e in heldout for task in e["turn_tasks"]]
+tasks = sft_data.turn_tasks(heldout)
 for task in sft_data.TASKS[:-1]:      # the first held-out prompt of each task, before and after
     i = tasks.index(task)
     (old, _), (new, stopped) = before_replies[i], after_replies[i]
@@ -195,17 +194,9 @@ for task in sft_data.TASKS[:-1]:      # the first held-out prompt of each task, 
 # variation distance between the two next-token distributions says how much (0 = it ignores the label).
 
 # %%
-def next_token_probs(user_text):
-    ids = torch.tensor([chat.encode_prompt(tokenizer, [{"role": "user", "content": user_text}])])
-    with torch.no_grad():
-        return model(input_ids=ids).logits[0, -1].softmax(-1)
-
-
-model.eval()
 for cue in ("房间", "价格"):
-    pos, neg = (next_token_probs(sft_data.PROMPTS["review"].format(label=label, input=cue))
-                for label in ("正面", "负面"))
-    print(f"cue {cue}: total variation between the 正面 and 负面 prompts {0.5 * (pos - neg).abs().sum():.3f}")
+    print(f"cue {cue}: total variation between the 正面 and 负面 prompts "
+          f"{sft.label_sensitivity(model, tokenizer, cue):.3f}")
 print(f"replies in their task's form: before {before['format_rate']:.2f}, after {after['format_rate']:.2f}")
 
 # %% [markdown]

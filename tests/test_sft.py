@@ -67,3 +67,16 @@ def test_short_sft_teaches_the_cpt_model_to_stop(tmp_path):
     after, replies = sft.evaluate(model, tokenizer, heldout, cfg)
     assert after["stop_rate"] >= 0.95, replies[:5]
     assert all(text in sft_data.LABELS.values() for text, _ in replies), replies[:5]
+
+
+def test_label_sensitivity_is_zero_only_for_a_model_that_ignores_the_label(policy):
+    """The base model reacts to the 正面/负面 character (a random-ish reader); with an output layer that
+    no longer depends on the input, the two first-token distributions coincide."""
+    model, tokenizer, _ = policy
+    assert 0.0 < sft.label_sensitivity(model, tokenizer, "房间") <= 1.0
+    head = model.get_output_embeddings()
+    weight = head.weight.detach().clone()
+    with torch.no_grad():
+        head.weight.zero_()  # every logit 0 whatever the prompt
+        assert sft.label_sensitivity(model, tokenizer, "房间") == 0.0
+        head.weight.copy_(weight)

@@ -26,7 +26,7 @@ from .profiles import current, pick
 SETTINGS = {
     # max_length 64: the prompt (~25 tokens) and a review of up to 40 characters; longer ones lose their end
     # beta 0.5, lr 1e-3: at beta 0.1 / lr 3e-3 the tiny policy drifted (replies 21 -> 38 characters, the judge's
-    # positive rate fell 0.27 -> 0.13); this pair ranked held-out pairs best of four tried (notes in README).
+    # positive rate fell 0.27 -> 0.13); this pair ranked held-out pairs best of four tried.
     # embeddings "full": the output and embedding rows train too (a copy of those two matrices, not of the
     # model), on 1,500 pairs (about all the train split has): held-out reward accuracy 0.71, against 0.53 with
     # LoRA on the layers only, 800 pairs and 60 steps (the previous setting, on the same SFT model).

@@ -103,10 +103,26 @@ def evaluate(model, tokenizer, examples: list[dict], cfg: dict) -> tuple[dict, l
     """Task scores of greedy replies to every held-out turn, the stop rate, and the replies."""
     prompts = sft_data.turn_prompts(examples)
     replies = chat.generate_replies(model, tokenizer, prompts, max_new_tokens=cfg["max_new_tokens"])
-    scores = sft_data.score(examples, [text for text, _ in replies])
+    texts = [text for text, _ in replies]
+    scores = sft_data.score(examples, texts)
     scores["stop_rate"] = sum(stopped for _, stopped in replies) / len(replies)
-    scores["format_rate"] = sft_data.format_rate(examples, [text for text, _ in replies])
+    scores["format_rate"] = sft_data.format_rate(examples, texts)
     return scores, replies
+
+
+@torch.no_grad()
+def label_sensitivity(model, tokenizer, cue: str) -> float:
+    """Total variation between the first-token distributions for the 正面 and 负面 review prompts with `cue`.
+
+    0 = the model ignores the one character that says which sentiment to write.
+    """
+    model.eval()
+    probs = []
+    for label in sft_data.LABELS.values():
+        user = sft_data.PROMPTS["review"].format(label=label, input=cue)
+        ids = torch.tensor([chat.encode_prompt(tokenizer, [{"role": "user", "content": user}])])
+        probs.append(model(input_ids=ids.to(model.device)).logits[0, -1].softmax(-1))
+    return 0.5 * (probs[0] - probs[1]).abs().sum().item()
 
 
 def training_args(cfg: dict, checkpoint_dir: Path) -> SFTConfig:

@@ -360,9 +360,7 @@ def format_rate(examples: list[dict], replies: list[str]) -> float:
     The first thing SFT teaches, before any content: a label from the two, the NER layout, words joined by
     "/", a plain-text review.
     """
-    tasks = [task for ex in examples for task in ex["turn_tasks"]]
-    if len(tasks) != len(replies):
-        raise ValueError("pass exactly one reply per entry of turn_prompts(examples), in that order")
+    tasks = turn_tasks(examples, replies)
     return sum(bool(FORMS[t].fullmatch(r.strip())) for t, r in zip(tasks, replies)) / len(replies)
 
 
@@ -379,6 +377,14 @@ def turn_prompts(examples: list[dict]) -> list[list[dict]]:
     return prompts
 
 
+def turn_tasks(examples: list[dict], replies: list[str] | None = None) -> list[str]:
+    """The task of every prompt of `turn_prompts(examples)`, in order; checks `replies` match them one to one."""
+    tasks = [task for ex in examples for task in ex["turn_tasks"]]
+    if replies is not None and len(replies) != len(tasks):
+        raise ValueError("pass exactly one reply per entry of turn_prompts(examples), in that order")
+    return tasks
+
+
 def gold_replies(examples: list[dict]) -> list[str]:
     """The dataset's own reply to every prompt of `turn_prompts(examples)` (e.g. for `char_f1`)."""
     return [m["content"] for ex in examples for m in ex["messages"] if m["role"] == "assistant"]
@@ -393,8 +399,7 @@ def baseline_replies(examples: list[dict]) -> list[str]:
 def score(examples: list[dict], replies: list[str]) -> dict[str, float]:
     """{task: score} for replies in `turn_prompts` order; `multiturn` is the turn-weighted mean of its turns'
     task scores, so it moves only when the model handles the second turn as well as the first."""
-    if len(replies) != sum(len(ex["turn_tasks"]) for ex in examples):
-        raise ValueError("pass exactly one reply per entry of turn_prompts(examples), in that order")
+    turn_tasks(examples, replies)
     by_task: dict[str, tuple[list, list]] = {}
     multi: dict[str, tuple[list, list]] = {}
     flat = iter(replies)
