@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+# Optional: a PyTorch wheel index for the torch install only, e.g. https://download.pytorch.org/whl/cpu
+# on a CPU-only Linux box (skips the multi-GB CUDA build that PyPI serves for Linux).
+TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.zhllm-installed
 # The tiny profile never touches the network.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ZHLLM_PROFILE=tiny
@@ -19,8 +22,9 @@ help:
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	# torch first, on its own: the version pin keeps it the tested release; which build (CPU or CUDA)
+	# comes from the index, so TORCH_INDEX_URL picks PyTorch's CPU wheels when set.
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt -e ".[dev]"
 	touch $(STAMP)
 
