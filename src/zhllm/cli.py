@@ -5,6 +5,7 @@
     zhllm train sft --config RECIPE [--key value]  one stage from a recipe (also under `accelerate launch`)
     zhllm eval ceval [--model sft] [--data DIR]    C-Eval-format scoring of a model
     zhllm plan --gpu-hours 1000 --gpu a100         the compute-optimal model size and token count
+    zhllm pretrain-tiny --out models/tiny-zh-v1    rebuild the shipped tiny Chinese model (1-2 h, CPU)
 
 Every command calls the same functions as the notebooks; nothing here trains or scores by itself.
 """
@@ -193,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-tflops", type=float, help="peak TFLOP/s of your GPU, instead of --gpu")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
     p.add_argument("--unique-tokens", type=float, help="unique training tokens you have, e.g. 2e11")
+
+    text = "rebuild the kit's shipped tiny Chinese model (English base, expansion, long Chinese pretraining)"
+    p = sub.add_parser("pretrain-tiny", help=text, description=text + "; resumes from --work when restarted")
+    p.add_argument("--out", required=True, help="the folder to write, e.g. models/tiny-zh-v1")
+    p.add_argument("--work", help="checkpoints and phase outputs (default: <out>.work)")
+    p.add_argument("--smoke", action="store_true", help="a few steps of the same program (for tests)")
     return parser
 
 
@@ -210,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             demo(profile, args.force)
         elif args.command == "results":
             print(results_table(profile))
+        elif args.command == "pretrain-tiny":
+            from . import cpt_long
+
+            work = args.work or f"{args.out.rstrip('/')}.work"
+            card = cpt_long.build(Path(args.out), Path(work), args.smoke,
+                                  command="zhllm " + " ".join(argv or sys.argv[1:]))
+            print(json.dumps(card["metrics"], indent=2))
         elif args.command == "eval":
             eval_ceval(args.model, args.data, args.hub, args.split, args.fmt, args.limit, args.batch_size,
                        args.output, profile)
