@@ -45,7 +45,8 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, base, corpora, runtime, tokenizer_expand
+from zhllm import artifacts, base, corpora, runtime
+from zhllm import tokenizer as tokenizer_expand
 from zhllm.modeling import count_parameters, load_causal_lm, tiny_llama
 from zhllm.profiles import current, pick
 

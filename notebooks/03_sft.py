@@ -43,7 +43,8 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, chat, formats, sft, sft_data, runtime
+from zhllm import artifacts, chat, formats, sft, runtime
+from zhllm.sft import tasks as sft_data
 from zhllm.errors import DataError
 from zhllm.modeling import count_parameters
 from zhllm.profiles import current, pick

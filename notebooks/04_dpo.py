@@ -44,7 +44,8 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, chat, dpo, preference_data, runtime
+from zhllm import artifacts, chat, dpo, runtime
+from zhllm.dpo import preferences as preference_data
 from zhllm.modeling import count_parameters
 from zhllm.profiles import current, pick
 

@@ -46,7 +46,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zhllm import artifacts, profiles, runtime, scaling, scaling_plots
+from zhllm import artifacts, profiles, runtime, scaling
+from zhllm.scaling import plots as scaling_plots
 
 START = time.time()
 print(runtime.banner())

@@ -49,8 +49,9 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, ceval, ceval_stage, exam, runtime
-from zhllm.ceval_scoring import (answer_ids, generate_answers, score_exam, summarize, summary_table,
+from zhllm import artifacts, ceval, runtime
+from zhllm.ceval import kit_exam as exam, stage as ceval_stage
+from zhllm.ceval.scoring import (answer_ids, generate_answers, score_exam, summarize, summary_table,
                                  wilson_interval)
 from zhllm.errors import MissingDependencyError
 from zhllm.profiles import current, pick

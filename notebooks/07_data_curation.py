@@ -44,7 +44,9 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zhllm import artifacts, curation, curation_sft, runtime, sft, sft_data
+from zhllm import artifacts, curation, runtime, sft
+from zhllm.curation import experiments as curation_sft
+from zhllm.sft import tasks as sft_data
 from zhllm.profiles import current, pick
 
 runtime.set_threads()

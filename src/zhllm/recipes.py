@@ -263,7 +263,8 @@ def _train_sft(kit, args, cfg: dict):
 
 def _train_dpo(kit, args, cfg: dict):
     """Stage 04's steps as in `dpo.build`: the SFT policy, preference pairs, `dpo.make_trainer`; resumes."""
-    from . import dpo, preference_data
+    from . import dpo
+    from .dpo import preferences as preference_data
 
     model, tokenizer = dpo.load_policy(resolve_model(kit.model_name_or_path))
     train_rows, heldout, description = preference_data.pairs_for(kit.profile, cfg)

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .ceval_subjects import CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
-from .errors import ConfigError, DataError, MissingDependencyError
+from ..errors import ConfigError, DataError, MissingDependencyError
+from .subjects import CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -175,7 +175,7 @@ def reference_dir(name: str) -> Path:
     The files are CC BY-NC-SA and never ship with the kit; callers must handle their absence.
     """
     base = os.environ.get("ZHLLM_SHARED_DATA")
-    root = Path(base) if base else Path(__file__).resolve().parents[3] / "shared" / "data"
+    root = Path(base) if base else Path(__file__).resolve().parents[4] / "shared" / "data"
     path = root / name
     if not path.is_dir():
         raise MissingDependencyError(f"no {name} files at {path}: put the official dev/val CSVs there "
@@ -297,10 +297,3 @@ def with_shots(fmt, shots: int) -> PromptFormat:
     """A copy of a format with another number of shots (and a name that says so)."""
     fmt = get_format(fmt)
     return replace(fmt, name=f"{fmt.name}@{shots}shot", shots=shots)
-
-
-def build(out_dir: Path, profile: str | None = None) -> dict:
-    """Build stage 06 into `out_dir`: the kit's exam, every stage model scored on it, lm-eval parity."""
-    from .ceval_stage import build as _build
-
-    return _build(out_dir, profile)

@@ -15,8 +15,10 @@ from peft import get_peft_model
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from . import artifacts, chat, cpt, exam, formats, runtime, sft_data
-from .modeling import count_parameters, load_causal_lm
+from .. import artifacts, chat, cpt, formats, runtime
+from ..ceval import kit_exam as exam
+from ..modeling import count_parameters, load_causal_lm
+from . import tasks as sft_data
 
 # embeddings="full": the embedding and output rows train too (PEFT modules_to_save), as in Chinese-LLaMA-
 # Alpaca-2's SFT scripts. The tiny CPT model's Chinese output rows are still nearly parallel (they started
