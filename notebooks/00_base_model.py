@@ -26,6 +26,8 @@
 #
 # Reproduces: the starting point of Chinese-LLaMA-2 (Cui et al., 2023) — Chinese byte fallback
 # and its cost in sequence length.
+#
+# **Package.** This stage's code is `zhllm.base` (`src/zhllm/base/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup

@@ -29,6 +29,8 @@
 # pieces can never be produced ("dead"), and base tokenisation can shift. We measure that below and
 # do it right: distinct scores, buildable pieces only, dead pieces removed, and for byte-level
 # tokenizers (GPT-2 / Llama-3 / Qwen) real continued BPE training instead of `add_tokens`.
+#
+# **Package.** This stage's code is `zhllm.tokenizer` (`src/zhllm/tokenizer/`); its docstring says what each module holds.
 
 # %%
 import subprocess

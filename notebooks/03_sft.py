@@ -26,6 +26,8 @@
 #
 # Reproduces: the assistant-only loss and EOS handling of Chinese-LLaMA-Alpaca-2 / Firefly / LLaMA-Factory
 # (without their pad = EOS bug), and the "SFT teaches format and stopping" observation, measured.
+#
+# **Package.** This stage's code is `zhllm.sft` (`src/zhllm/sft/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup

@@ -30,6 +30,8 @@
 # Finally a **planner** turns GPU-hours into N_opt, D_opt, tokens per parameter, epochs and loss.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/zhllm/zhllm/blob/main/notebooks/05_scaling_laws.ipynb)
+#
+# **Package.** This stage's code is `zhllm.scaling` (`src/zhllm/scaling/`); its docstring says what each module holds.
 
 # %%
 import subprocess

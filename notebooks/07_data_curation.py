@@ -25,6 +25,8 @@
 # KCenterGreedy) against a random subset of the same size, and Panda's mixing question, as short SFT runs
 # at equal compute. With a 7M-parameter model and a minute of training per run, these are tests of the
 # *method*, not of the papers' numbers.
+#
+# **Package.** This stage's code is `zhllm.curation` (`src/zhllm/curation/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup

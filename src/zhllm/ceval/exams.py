@@ -1,9 +1,9 @@
-"""Stage 06 — C-Eval / CMMLU (中文知识评测): load exams, render prompts in named formats, build the stage.
+"""Stage 06 — C-Eval / CMMLU (中文知识评测): load exams, render prompts in named formats.
 
 Published C-Eval numbers differ mostly through choices nobody states: the prompt header, whether the
 scored answer is "A" or " A", how many dev shots and in which order, and how the average is taken.
 Here every choice is a named field of a `PromptFormat` and every average is named in the summary;
-scoring itself is in `ceval_scoring`, the kit's own exam in `exam`, lm-eval parity in `ceval_lmeval`.
+scoring itself is in `scoring`, the kit's own exam in `kit_exam`, lm-eval parity in `lmeval`.
 """
 import csv
 import json

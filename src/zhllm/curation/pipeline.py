@@ -7,7 +7,7 @@
 - Diversity selection (多样性筛选), after "Maybe Only 0.5% Data Is Needed": mean-pooled last hidden states of
   the kit's model, L2-normalised, K-Means, then KCenterGreedy in each cluster; a random subset of the same
   size is the control.
-- Experiments (`curation_sft`): short SFT runs at equal steps on the selected, the random and the full set,
+- Experiments (`experiments`): short SFT runs at equal steps on the selected, the random and the full set,
   and Panda's question: instructions mixed with raw corpus text vs instructions alone.
 """
 import hashlib

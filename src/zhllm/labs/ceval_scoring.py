@@ -72,7 +72,7 @@ def check_letter_logprobs(fn, tokenizer=None, model=None, n: int = 10, seed: int
 
 
 def reference_subject_mean(results) -> float:
-    """Reference: C-Eval's official average (mean of per-subject accuracies) via `ceval_scoring.summarize`."""
+    """Reference: C-Eval's official average (mean of per-subject accuracies) via `ceval.scoring.summarize`."""
     from ..ceval import Exam
     from ..ceval.scoring import Result, summarize
 

@@ -1,6 +1,6 @@
 """Stage 03 — supervised fine-tuning (指令微调) with TRL's SFTTrainer and LoRA.
 
-The data, template and label rules live in `sft_data`, `formats` and `chat`; this module trains and
+The data, template and label rules live in `tasks`, `zhllm.formats` and `zhllm.chat`; this module trains and
 evaluates: every task scored before and after against its trivial baseline, and whether the model
 stops (emits EOS) within the length limit.
 """
