@@ -17,10 +17,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from zhllm import ceval, runtime
-from zhllm.ceval_lmeval import FORMAT, compare, run_lmeval, tiny_chinese_model
-from zhllm.ceval_scoring import score_exam
+from zhllm.ceval.kit_exam import build_exam
+from zhllm.ceval.lmeval import FORMAT, compare, run_lmeval, tiny_chinese_model
+from zhllm.ceval.scoring import score_exam
 from zhllm.errors import MissingDependencyError
-from zhllm.exam import build_exam
 
 
 def data_dir(work: Path) -> Path:

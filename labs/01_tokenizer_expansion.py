@@ -59,8 +59,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from zhllm import base, corpora, labs, runtime, sp_expand, tokenizer_expand
-from zhllm.sp_expand import has_order_conflict, is_cjk_piece
+from zhllm import base, corpora, labs, runtime
+from zhllm import tokenizer as tokenizer_expand
+from zhllm.tokenizer import sentencepiece as sp_expand
+from zhllm.tokenizer.sentencepiece import has_order_conflict, is_cjk_piece
 
 runtime.set_threads(1)  # everything here is small: one thread is fastest, and the laptop stays responsive
 print(runtime.banner())

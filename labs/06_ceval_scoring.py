@@ -55,8 +55,9 @@ if "google.colab" in sys.modules:
 # %%
 import torch
 
-from zhllm import ceval, exam, labs, runtime
-from zhllm.ceval_scoring import answer_ids, score_exam, summarize, summary_table, wilson_interval
+from zhllm import ceval, labs, runtime
+from zhllm.ceval import kit_exam as exam
+from zhllm.ceval.scoring import answer_ids, score_exam, summarize, summary_table, wilson_interval
 
 runtime.set_threads(1)  # the lab's model is tiny: one thread is fastest, and the laptop stays responsive
 print(runtime.banner())

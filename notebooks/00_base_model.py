@@ -26,6 +26,8 @@
 #
 # Reproduces: the starting point of Chinese-LLaMA-2 (Cui et al., 2023) — Chinese byte fallback
 # and its cost in sequence length.
+#
+# **Package.** This stage's code is `zhllm.base` (`src/zhllm/base/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup
@@ -45,7 +47,8 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, base, corpora, runtime, tokenizer_expand
+from zhllm import artifacts, base, corpora, runtime
+from zhllm import tokenizer as tokenizer_expand
 from zhllm.modeling import count_parameters, load_causal_lm, tiny_llama
 from zhllm.profiles import current, pick
 

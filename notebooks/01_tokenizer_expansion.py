@@ -29,6 +29,8 @@
 # pieces can never be produced ("dead"), and base tokenisation can shift. We measure that below and
 # do it right: distinct scores, buildable pieces only, dead pieces removed, and for byte-level
 # tokenizers (GPT-2 / Llama-3 / Qwen) real continued BPE training instead of `add_tokens`.
+#
+# **Package.** This stage's code is `zhllm.tokenizer` (`src/zhllm/tokenizer/`); its docstring says what each module holds.
 
 # %%
 import subprocess
@@ -45,7 +47,8 @@ runtime.set_threads()
 print(runtime.banner())
 
 # %% tags=["parameters"]
-from zhllm import profiles, tokenizer_expand
+from zhllm import profiles
+from zhllm import tokenizer as tokenizer_expand
 
 PROFILE = profiles.current()
 SETTINGS = profiles.pick(tokenizer_expand.SETTINGS, PROFILE)
@@ -97,7 +100,7 @@ print(base_tok.convert_ids_to_tokens(base_tok.encode(SENTENCE, add_special_token
 # prefix, digits split), so its pieces are pieces the base will meet at encode time.
 
 # %%
-from zhllm import sp_expand
+from zhllm.tokenizer import sentencepiece as sp_expand
 
 sp_file = BASE / "sp.model" if (BASE / "sp.model").exists() else tokenizer_expand.find_sp_model(base_tok)
 base_proto = sp_expand.load_proto(sp_file)
@@ -151,7 +154,7 @@ print(len(base_tok), "->", len(new_tok), "tokens")
 # go after the base merges; new ids after every existing id, special tokens included.
 
 # %%
-from zhllm import bytelevel_expand
+from zhllm.tokenizer import bytelevel as bytelevel_expand
 
 if BYTE_LEVEL_BASE:
     bl_base = tokenizer_expand.load_tokenizer(BYTE_LEVEL_BASE)
@@ -270,7 +273,7 @@ for name, tok in (("before", before_tok), ("after", new_tok), ("byte-level befor
 import torch
 from transformers import AutoModelForCausalLM
 
-from zhllm import embeddings
+from zhllm.tokenizer import embeddings
 
 base_model = AutoModelForCausalLM.from_pretrained(BASE / "model", dtype=runtime.dtype_for()).to(runtime.device()).eval()
 batch = tokenizer_expand.english_batch(base_tok, en_docs, SETTINGS["kl_tokens"], SETTINGS["kl_len"]).to(runtime.device())

@@ -23,6 +23,8 @@
 # Reproduces: Firefly-LLaMA2's trainable-parameter counts (612.9M for 7B, 816.6M for 13B) and the
 # Chinese-LLaMA-2 observation that continued pretraining is what turns a longer vocabulary into a
 # better Chinese model.
+#
+# **Package.** This stage's code is `zhllm.cpt` (`src/zhllm/cpt/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup

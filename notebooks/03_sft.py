@@ -26,6 +26,8 @@
 #
 # Reproduces: the assistant-only loss and EOS handling of Chinese-LLaMA-Alpaca-2 / Firefly / LLaMA-Factory
 # (without their pad = EOS bug), and the "SFT teaches format and stopping" observation, measured.
+#
+# **Package.** This stage's code is `zhllm.sft` (`src/zhllm/sft/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup
@@ -43,7 +45,8 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, chat, formats, sft, sft_data, runtime
+from zhllm import artifacts, chat, formats, sft, runtime
+from zhllm.sft import tasks as sft_data
 from zhllm.errors import DataError
 from zhllm.modeling import count_parameters
 from zhllm.profiles import current, pick

@@ -26,6 +26,8 @@
 # Reproduces: DPO (Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is
 # Secretly a Reward Model") as used by MedicalGPT and Firefly; the implicit reward
 # β·log π(y|x)/π_ref(y|x) and its held-out accuracy; DPO's length drift.
+#
+# **Package.** This stage's code is `zhllm.dpo` (`src/zhllm/dpo/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup
@@ -44,7 +46,8 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, chat, dpo, preference_data, runtime
+from zhllm import artifacts, chat, dpo, runtime
+from zhllm.dpo import preferences as preference_data
 from zhllm.modeling import count_parameters
 from zhllm.profiles import current, pick
 

@@ -30,6 +30,8 @@
 # Finally a **planner** turns GPU-hours into N_opt, D_opt, tokens per parameter, epochs and loss.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/zhllm/zhllm/blob/main/notebooks/05_scaling_laws.ipynb)
+#
+# **Package.** This stage's code is `zhllm.scaling` (`src/zhllm/scaling/`); its docstring says what each module holds.
 
 # %%
 import subprocess
@@ -46,7 +48,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zhllm import artifacts, profiles, runtime, scaling, scaling_plots
+from zhllm import artifacts, profiles, runtime, scaling
+from zhllm.scaling import plots as scaling_plots
 
 START = time.time()
 print(runtime.banner())

@@ -30,6 +30,8 @@
 # Reproduces: C-Eval (Huang et al., 2023) answer-only and chain-of-thought prompts and its
 # submission format; CMMLU (Li et al., 2023) prompts and categories; lm-evaluation-harness
 # `ceval-valid`.
+#
+# **Package.** This stage's code is `zhllm.ceval` (`src/zhllm/ceval/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup
@@ -49,8 +51,9 @@ import time
 
 import matplotlib.pyplot as plt
 
-from zhllm import artifacts, ceval, ceval_stage, exam, runtime
-from zhllm.ceval_scoring import (answer_ids, generate_answers, score_exam, summarize, summary_table,
+from zhllm import artifacts, ceval, runtime
+from zhllm.ceval import kit_exam as exam, stage as ceval_stage
+from zhllm.ceval.scoring import (answer_ids, generate_answers, score_exam, summarize, summary_table,
                                  wilson_interval)
 from zhllm.errors import MissingDependencyError
 from zhllm.profiles import current, pick
@@ -307,6 +310,6 @@ print(artifacts.read_metrics("ceval", PROFILE))
 #    moves the accuracy most? Change one field with `dataclasses.replace(ceval.FORMATS[...], ...)`.
 # 2. Compute the official average and lm-eval's average on all 52 real subjects. Which subjects pull
 #    them apart, and why does the question count matter?
-# 3. Write your own exam subject in `zhllm.exam` (e.g. organisations, tag `nt`): how many
+# 3. Write your own exam subject in `zhllm.ceval.kit_exam` (e.g. organisations, tag `nt`): how many
 #    held-out questions can you make, and how far above chance does the SFT model get on it?
 # 4. `python bench/ceval_speed.py`: where does lm-eval spend the time our scorer saves?

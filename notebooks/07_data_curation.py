@@ -25,6 +25,8 @@
 # KCenterGreedy) against a random subset of the same size, and Panda's mixing question, as short SFT runs
 # at equal compute. With a 7M-parameter model and a minute of training per run, these are tests of the
 # *method*, not of the papers' numbers.
+#
+# **Package.** This stage's code is `zhllm.curation` (`src/zhllm/curation/`); its docstring says what each module holds.
 
 # %% [markdown]
 # ## Setup
@@ -44,7 +46,9 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import numpy as np
 
-from zhllm import artifacts, curation, curation_sft, runtime, sft, sft_data
+from zhllm import artifacts, curation, runtime, sft
+from zhllm.curation import experiments as curation_sft
+from zhllm.sft import tasks as sft_data
 from zhllm.profiles import current, pick
 
 runtime.set_threads()

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     import torch
 
     from zhllm import corpora
-    from zhllm.scaling_sweep import append_row, done_ids, plan, token_chunks, train_run, train_tokenizer
+    from zhllm.scaling.sweep import append_row, done_ids, plan, token_chunks, train_run, train_tokenizer
 
     torch.set_num_threads(args.threads)
     texts = corpora.people_daily("train")[: args.max_paragraphs]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zhllm import artifacts, ceval, ceval_scoring as sc, ceval_stage, exam
-from zhllm.ceval_subjects import CATEGORIES, CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
+from zhllm import artifacts, ceval
+from zhllm.ceval import kit_exam as exam, scoring as sc, stage as ceval_stage
+from zhllm.ceval.subjects import CATEGORIES, CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
 from zhllm.errors import DataError, MissingDependencyError, ZhllmError
 
 
@@ -23,7 +24,7 @@ def _real(name):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """A tiny random Llama with a byte-level BPE that covers Chinese (same as the lm-eval parity test)."""
-    from zhllm.ceval_lmeval import tiny_chinese_model
+    from zhllm.ceval.lmeval import tiny_chinese_model
 
     return tiny_chinese_model(tmp_path_factory.mktemp("tiny") / "model", paragraphs=300)
 

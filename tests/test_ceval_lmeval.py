@@ -35,7 +35,7 @@ def _check(report):
 
 @pytest.mark.slow
 def test_same_prediction_on_all_1346_val_questions(ceval_root, work):
-    from zhllm.ceval_lmeval import agreement_run
+    from zhllm.ceval.lmeval import agreement_run
 
     report = agreement_run(ceval_root, work)
     assert report["questions"] == 1346
@@ -48,7 +48,7 @@ def test_same_prediction_on_all_1346_val_questions(ceval_root, work):
 @pytest.mark.slow
 def test_same_prediction_five_shot(ceval_root, work):
     """`--num_fewshot 5`: shots are the first five dev rows, each answered ' X' then a blank line."""
-    from zhllm.ceval_lmeval import agreement_run
+    from zhllm.ceval.lmeval import agreement_run
 
     subjects = ["computer_network", "high_school_chinese", "law", "physician"]
     report = agreement_run(ceval_root, work, subjects=subjects, num_fewshot=5)

@@ -12,8 +12,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, PreTrainedTokenizerFast
 
-from zhllm import chat, corpora, sft_data
+from zhllm import chat, corpora
 from zhllm.errors import DataError, TokenizerError
+from zhllm.sft import tasks as sft_data
 
 SYSTEM = {"role": "system", "content": "你是一个乐于助人的中文助手。"}
 CONVERSATIONS = [

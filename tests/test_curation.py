@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from zhllm import curation, curation_sft
+from zhllm import curation
+from zhllm.curation import experiments as curation_sft
 from zhllm.errors import ConfigError
 from zhllm.modeling import tiny_llama
 

@@ -10,7 +10,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from zhllm import chat, corpora, dpo, preference_data
+from zhllm import chat, corpora, dpo
+from zhllm.dpo import preferences as preference_data
 from zhllm.errors import DataError
 from zhllm.formats import RowError, validate_preference
 from zhllm.modeling import count_parameters, tiny_llama

@@ -6,8 +6,9 @@ import sentencepiece as spm
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from zhllm import corpora, embeddings, sp_expand
-from zhllm import tokenizer_expand as tx
+from zhllm import corpora
+from zhllm.tokenizer import embeddings, sentencepiece as sp_expand
+from zhllm.tokenizer import expansion as tx
 from zhllm.errors import TokenizerError
 
 NEW_PIECES = ["中国", "人民", "中国人", "中", "国", "人", "民", "，", "。"]

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zhllm import chat, cpt, evaluation, labs, scaling, tokenizer_expand
+from zhllm import chat, cpt, evaluation, labs, scaling
+from zhllm import tokenizer as tokenizer_expand
 from zhllm.errors import ZhllmError
 from zhllm.labs import LabCheckError
-from zhllm.sp_expand import has_order_conflict, is_cjk_piece
+from zhllm.tokenizer.sentencepiece import has_order_conflict, is_cjk_piece
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

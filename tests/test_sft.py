@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from zhllm import artifacts, chat, sft, sft_data
+from zhllm import artifacts, chat, sft
+from zhllm.sft import tasks as sft_data
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The tiny instruction set: built by code, deterministic, held-out kept apart, scorers and baselines sane."""
 import pytest
 
-from zhllm import corpora, sft_data
+from zhllm import corpora
 from zhllm.formats import normalize_rows
+from zhllm.sft import tasks as sft_data
 
 SMALL = {"segmentation": 40, "ner": 40, "sentiment": 60, "review": 40, "multiturn": 40}
 

@@ -5,8 +5,9 @@ import sentencepiece as spm
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from zhllm import bytelevel_expand, corpora, sp_expand
-from zhllm import tokenizer_expand as tx
+from zhllm import corpora
+from zhllm.tokenizer import bytelevel as bytelevel_expand, sentencepiece as sp_expand
+from zhllm.tokenizer import expansion as tx
 from zhllm.errors import TokenizerError
 
 # Llama-2's SentencePiece settings (as stage 00 uses them), whitespace-only pieces included: the harder case

@@ -23,7 +23,7 @@ STAGES = ("base", "tokenizer", "cpt", "sft", "dpo", "scaling", "ceval", "curatio
 # dict it also wrote. Stages not listed here are not wired yet.
 BUILDERS = {
     "base": "zhllm.base:build",
-    "tokenizer": "zhllm.tokenizer_expand:build",
+    "tokenizer": "zhllm.tokenizer:build",
     "cpt": "zhllm.cpt:build",
     "sft": "zhllm.sft:build",
     "dpo": "zhllm.dpo:build",

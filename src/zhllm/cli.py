@@ -78,7 +78,8 @@ def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str,
         return
     from transformers import AutoTokenizer
 
-    from . import ceval, ceval_scoring, ceval_stage, exam, recipes
+    from . import ceval, recipes
+    from .ceval import kit_exam as exam, scoring as ceval_scoring, stage as ceval_stage
     from .modeling import load_causal_lm
 
     path = str(artifacts.ensure(model, profile) / "model") if model in MODEL_STAGES else recipes.resolve_model(model)

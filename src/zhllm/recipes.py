@@ -66,7 +66,7 @@ class SftArguments:
         "the stage's `packing`: concatenate each batch without padding, position_ids restarting per example so "
         "no attention crosses examples (not TRL's `packing`, which repacks the dataset itself)"))
     exam_per_subject: int = field(**_help(
-        "exam-format questions per subject, on training text, mixed into the data (0 = none; see zhllm.exam)"))
+        "exam-format questions per subject, on training text, mixed into the data (0 = none; see zhllm.ceval.kit_exam)"))
     hub_dataset: str | None = field(default=None, **_help(
         "a hub instruction set (Alpaca/BELLE, ShareGPT or messages layout) added to the kit's tasks; null = none"))
     hub_rows: int = field(default=0, **_help("rows of hub_dataset to use (its first ones)"))
@@ -263,7 +263,8 @@ def _train_sft(kit, args, cfg: dict):
 
 def _train_dpo(kit, args, cfg: dict):
     """Stage 04's steps as in `dpo.build`: the SFT policy, preference pairs, `dpo.make_trainer`; resumes."""
-    from . import dpo, preference_data
+    from . import dpo
+    from .dpo import preferences as preference_data
 
     model, tokenizer = dpo.load_policy(resolve_model(kit.model_name_or_path))
     train_rows, heldout, description = preference_data.pairs_for(kit.profile, cfg)

@@ -22,7 +22,7 @@ def _letter_prompts(n: int, seed: int) -> tuple[list, list]:
 
 def lab_letter_ids(tokenizer, prompt: str) -> list[int]:
     """The token id each letter A-D adds right after `prompt` (each must be one token for the lab)."""
-    from ..ceval_scoring import answer_ids
+    from ..ceval.scoring import answer_ids
 
     ids = answer_ids(tokenizer, prompt)
     if any(len(v) != 1 for v in ids.values()):
@@ -33,7 +33,7 @@ def lab_letter_ids(tokenizer, prompt: str) -> list[int]:
 @one_thread()
 def check_letter_logprobs(fn, tokenizer=None, model=None, n: int = 10, seed: int = 0) -> None:
     """`fn(model, tokenizer, prompt, letter_ids) -> 4 floats`: log p(letter | prompt), as lm-eval scores."""
-    from ..ceval_scoring import letter_logprobs
+    from ..ceval.scoring import letter_logprobs
 
     tok = tokenizer or lab_tokenizer()
     model = model or tiny_model(len(tok), seed=seed)
@@ -72,9 +72,9 @@ def check_letter_logprobs(fn, tokenizer=None, model=None, n: int = 10, seed: int
 
 
 def reference_subject_mean(results) -> float:
-    """Reference: C-Eval's official average (mean of per-subject accuracies) via `ceval_scoring.summarize`."""
+    """Reference: C-Eval's official average (mean of per-subject accuracies) via `ceval.scoring.summarize`."""
     from ..ceval import Exam
-    from ..ceval_scoring import Result, summarize
+    from ..ceval.scoring import Result, summarize
 
     rows = [Result(subject, str(i), answer, pred) for i, (subject, pred, answer) in enumerate(results)]
     subjects = list(dict.fromkeys(s for s, _, _ in results))

@@ -21,7 +21,7 @@ REJECT = {
 
 def reject_reason(piece: str, vocab) -> str | None:
     """Why stage 01 would not add `piece` to `vocab` (a key of REJECT), or None when it would."""
-    from ..sp_expand import has_order_conflict, is_cjk, is_cjk_piece, splits
+    from ..tokenizer.sentencepiece import has_order_conflict, is_cjk, is_cjk_piece, splits
 
     if piece in vocab:
         return "in_vocab"
@@ -52,7 +52,7 @@ def _piece_cases(n: int, seed: int):
 
 def check_accept_piece(fn, n: int = 300, seed: int = 0) -> None:
     """`fn(piece, vocab) -> bool`: True when stage 01 would add the piece (see `reject_reason`)."""
-    from ..sp_expand import splits
+    from ..tokenizer.sentencepiece import splits
 
     fixed, generated = _piece_cases(n, seed)
     for piece, vocab in fixed + generated:
@@ -73,7 +73,7 @@ def check_accept_piece(fn, n: int = 300, seed: int = 0) -> None:
 
 def check_chars_per_token(fn, tokenizer=None, n: int = 20, seed: int = 0) -> None:
     """`fn(tokenizer, texts) -> float`: characters of text per token over all texts, no special tokens."""
-    from ..tokenizer_expand import chars_per_token
+    from ..tokenizer import chars_per_token
 
     tok = tokenizer or lab_tokenizer()
     fixed = [["今天天气很好，我们去公园散步。"], ["hello world", "the quick brown fox"],

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from .ceval import LMEVAL_HEADER, load_folder, subject_table, with_shots
-from .ceval_scoring import Result, _argmax, score_exam, summarize
-from .errors import MissingDependencyError, StageError
+from ..errors import MissingDependencyError, StageError
+from .exams import LMEVAL_HEADER, load_folder, subject_table, with_shots
+from .scoring import Result, _argmax, score_exam, summarize
 
 TASK_PREFIX = "zhllm-ceval-valid"
 FORMAT = "lmeval_ceval_valid"  # our PromptFormat configured like lm-eval's ceval-valid (0 shots)
@@ -158,8 +158,8 @@ def tiny_chinese_model(out_dir: Path, seed: int = 0, vocab_size: int = 2000, par
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .corpora import people_daily
-    from .modeling import tiny_llama
+    from ..corpora import people_daily
+    from ..modeling import tiny_llama
 
     out_dir = Path(out_dir)
     bpe = Tokenizer(models.BPE())

@@ -1,6 +1,6 @@
 """Stage 03 — supervised fine-tuning (指令微调) with TRL's SFTTrainer and LoRA.
 
-The data, template and label rules live in `sft_data`, `formats` and `chat`; this module trains and
+The data, template and label rules live in `tasks`, `zhllm.formats` and `zhllm.chat`; this module trains and
 evaluates: every task scored before and after against its trivial baseline, and whether the model
 stops (emits EOS) within the length limit.
 """
@@ -15,8 +15,10 @@ from peft import get_peft_model
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from . import artifacts, chat, cpt, exam, formats, runtime, sft_data
-from .modeling import count_parameters, load_causal_lm
+from .. import artifacts, chat, cpt, formats, runtime
+from ..ceval import kit_exam as exam
+from ..modeling import count_parameters, load_causal_lm
+from . import tasks as sft_data
 
 # embeddings="full": the embedding and output rows train too (PEFT modules_to_save), as in Chinese-LLaMA-
 # Alpaca-2's SFT scripts. The tiny CPT model's Chinese output rows are still nearly parallel (they started

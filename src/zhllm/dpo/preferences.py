@@ -13,8 +13,9 @@ import random
 import re
 from collections import defaultdict
 
-from . import corpora, formats, sft_data
-from .errors import DataError
+from .. import corpora, formats
+from ..errors import DataError
+from ..sft import tasks as sft_data
 
 CUE_CHARS = 2
 REVIEW_CHARS = (10, 40)

@@ -9,12 +9,12 @@ import shutil
 import time
 from pathlib import Path
 
-from . import artifacts, runtime
-from .ceval import get_format, load_folder, reference_dir
-from .ceval_scoring import answer_ids, prompt_of, score_exam, submission, summarize
-from .errors import MissingDependencyError
-from .exam import CHANCE, build_exam
-from .profiles import current
+from .. import artifacts, runtime
+from ..errors import MissingDependencyError
+from ..profiles import current
+from .exams import get_format, load_folder, reference_dir
+from .kit_exam import CHANCE, build_exam
+from .scoring import answer_ids, prompt_of, score_exam, submission, summarize
 
 MODEL_STAGES = ("base", "cpt", "sft", "dpo")
 
@@ -75,7 +75,7 @@ def real_ceval_metrics(work_dir: Path) -> tuple[dict, dict | None]:
         return {}, None
     metrics = {"ceval_val_questions": len(load_folder(root, "val"))}
     try:
-        from .ceval_lmeval import agreement_run
+        from .lmeval import agreement_run
 
         report = agreement_run(root, Path(work_dir))
     except MissingDependencyError as exc:

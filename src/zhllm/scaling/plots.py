@@ -5,7 +5,7 @@ Each function draws on a matplotlib Axes you pass, so a notebook can lay figures
 import matplotlib
 import numpy as np
 
-from .scaling import Law, epoch_value, power_law
+from .laws import Law, epoch_value, power_law
 
 
 def isoflop_curves(ax, data: dict, fit: dict) -> None:

@@ -7,7 +7,7 @@
 - Diversity selection (多样性筛选), after "Maybe Only 0.5% Data Is Needed": mean-pooled last hidden states of
   the kit's model, L2-normalised, K-Means, then KCenterGreedy in each cluster; a random subset of the same
   size is the control.
-- Experiments (`curation_sft`): short SFT runs at equal steps on the selected, the random and the full set,
+- Experiments (`experiments`): short SFT runs at equal steps on the selected, the random and the full set,
   and Panda's question: instructions mixed with raw corpus text vs instructions alone.
 """
 import hashlib
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import artifacts, corpora, runtime, sft, sft_data
-from .curation_sft import arm_metrics, mixed_corpus, sft_arm, sft_settings
-from .errors import ConfigError
+from .. import artifacts, corpora, runtime, sft
+from ..errors import ConfigError
+from ..sft import tasks as sft_data
+from .experiments import arm_metrics, mixed_corpus, sft_arm, sft_settings
 
 SETTINGS = {
     "tiny": dict(seed=0, shingle=3, num_perm=128, bands=16, near_threshold=0.7,
@@ -404,7 +405,7 @@ def scorer(model_dir: Path):
     """The CPT model and its tokenizer, for embeddings and perplexity."""
     from transformers import AutoTokenizer
 
-    from .modeling import load_causal_lm
+    from ..modeling import load_causal_lm
 
     return load_causal_lm(str(model_dir)), AutoTokenizer.from_pretrained(model_dir)
 

@@ -1,9 +1,9 @@
-"""Stage 06 — C-Eval / CMMLU (中文知识评测): load exams, render prompts in named formats, build the stage.
+"""Stage 06 — C-Eval / CMMLU (中文知识评测): load exams, render prompts in named formats.
 
 Published C-Eval numbers differ mostly through choices nobody states: the prompt header, whether the
 scored answer is "A" or " A", how many dev shots and in which order, and how the average is taken.
 Here every choice is a named field of a `PromptFormat` and every average is named in the summary;
-scoring itself is in `ceval_scoring`, the kit's own exam in `exam`, lm-eval parity in `ceval_lmeval`.
+scoring itself is in `scoring`, the kit's own exam in `kit_exam`, lm-eval parity in `lmeval`.
 """
 import csv
 import json
@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .ceval_subjects import CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
-from .errors import ConfigError, DataError, MissingDependencyError
+from ..errors import ConfigError, DataError, MissingDependencyError
+from .subjects import CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -175,7 +175,7 @@ def reference_dir(name: str) -> Path:
     The files are CC BY-NC-SA and never ship with the kit; callers must handle their absence.
     """
     base = os.environ.get("ZHLLM_SHARED_DATA")
-    root = Path(base) if base else Path(__file__).resolve().parents[3] / "shared" / "data"
+    root = Path(base) if base else Path(__file__).resolve().parents[4] / "shared" / "data"
     path = root / name
     if not path.is_dir():
         raise MissingDependencyError(f"no {name} files at {path}: put the official dev/val CSVs there "
@@ -297,10 +297,3 @@ def with_shots(fmt, shots: int) -> PromptFormat:
     """A copy of a format with another number of shots (and a name that says so)."""
     fmt = get_format(fmt)
     return replace(fmt, name=f"{fmt.name}@{shots}shot", shots=shots)
-
-
-def build(out_dir: Path, profile: str | None = None) -> dict:
-    """Build stage 06 into `out_dir`: the kit's exam, every stage model scored on it, lm-eval parity."""
-    from .ceval_stage import build as _build
-
-    return _build(out_dir, profile)

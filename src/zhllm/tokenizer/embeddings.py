@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .errors import TokenizerError
+from ..errors import TokenizerError
 
 
 def check_extends(old_tokenizer, new_tokenizer) -> None:

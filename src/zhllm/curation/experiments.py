@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from . import chat, sft
+from .. import chat, sft
 
 
 def sft_settings(cfg: dict, profile: str | None = None) -> dict:
     """Stage 03's settings for the profile, with this stage's shorter runs (smaller batches: more updates for
     the same compute) and shorter evaluation."""
-    from .profiles import pick
+    from ..profiles import pick
 
     return dict(pick(sft.SETTINGS, profile), max_steps=cfg["sft_steps"], batch_size=cfg["sft_batch"],
                 eval_per_task=cfg["eval_per_task"])

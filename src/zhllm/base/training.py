@@ -15,9 +15,10 @@ import torch
 from tokenizers import normalizers, pre_tokenizers, processors
 from transformers import LlamaTokenizer, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
-from . import artifacts, corpora, evaluation, runtime, tokenizer_expand
-from .modeling import count_parameters, load_causal_lm, tiny_llama
-from .profiles import pick
+from .. import artifacts, corpora, evaluation, runtime
+from .. import tokenizer as tokenizer_expand
+from ..modeling import count_parameters, load_causal_lm, tiny_llama
+from ..profiles import pick
 
 SETTINGS = {
     "tiny": dict(vocab_size=4096, hidden_size=256, num_layers=4, num_heads=4, block_size=256,

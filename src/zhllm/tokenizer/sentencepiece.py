@@ -17,7 +17,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
 
-from .errors import TokenizerError
+from ..errors import TokenizerError
 
 Piece = sp_pb2.ModelProto.SentencePiece
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (Piece.NORMAL, Piece.UNKNOWN, Piece.CONTROL,

@@ -13,8 +13,8 @@ from functools import lru_cache
 
 from tokenizers import Tokenizer
 
-from .errors import TokenizerError
-from .sp_expand import is_cjk
+from ..errors import TokenizerError
+from .sentencepiece import is_cjk
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,7 @@
 """Scaling laws (缩放定律): Chinchilla's three approaches, Kaplan's forms, repeated data, a compute planner.
 
 Conventions: C = 6 N D training FLOPs; losses in nats per token. N counts all parameters, embeddings
-included, as Chinchilla does (and so does the kit's sweep, see `zhllm.scaling_sweep`); Kaplan's
+included, as Chinchilla does (and so does the kit's sweep, see `zhllm.scaling.sweep`); Kaplan's
 forms use non-embedding N.
 Papers: Hoffmann et al. 2022 (Chinchilla), Kaplan et al. 2020, Muennighoff et al. 2023,
 Besiroglu et al. 2024 (Epoch AI's refit of Chinchilla Approach 3).
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from .errors import DataError, MissingDependencyError
-from .scaling_data import chinchilla_csv, load_chinchilla, load_sweep, sweep_csv  # noqa: F401 (re-exported)
+from ..errors import DataError, MissingDependencyError
+from .data import chinchilla_csv, load_chinchilla, load_sweep, sweep_csv  # noqa: F401 (re-exported)
 
 # ---- the parametric law (Approach 3) ----------------------------------------------------------
 
@@ -380,8 +380,8 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     """Stage 05: reproduce Table 3 and Epoch's refit, fit the committed sweep, write metrics.json."""
     import time
 
-    from .artifacts import write_metrics
-    from .profiles import pick
+    from ..artifacts import write_metrics
+    from ..profiles import pick
 
     start = time.time()
     settings = pick(SETTINGS, profile)

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from . import corpora
+from .. import corpora
 
 TASKS = ("segmentation", "ner", "sentiment", "review", "multiturn")
 # sentiment has the most examples: its reply is one label, so it gets few of the loss's tokens per example

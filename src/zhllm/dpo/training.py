@@ -18,10 +18,11 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
-from . import artifacts, chat, preference_data, runtime
-from .cpt import lora_config
-from .modeling import count_parameters, load_causal_lm
-from .profiles import current, pick
+from .. import artifacts, chat, runtime
+from ..cpt import lora_config
+from ..modeling import count_parameters, load_causal_lm
+from ..profiles import current, pick
+from . import preferences as preference_data
 
 SETTINGS = {
     # max_length 64: the prompt (~25 tokens) and a review of up to 40 characters; longer ones lose their end

@@ -13,8 +13,8 @@ import zlib
 from functools import lru_cache
 from pathlib import Path
 
-from .ceval import LETTERS, Question
-from .corpora import people_daily, people_daily_tagged, reviews
+from ..corpora import people_daily, people_daily_tagged, reviews
+from .exams import LETTERS, Question
 
 # subject -> (English name, Chinese name, category), as in C-Eval's subject_mapping.json
 SUBJECTS = {
@@ -233,7 +233,7 @@ def format_training_rows(n_per_subject: int = 100, seed: int = 1) -> list[dict]:
     The user turn is exactly what the `chat_zero_shot` format shows at test time, the assistant
     answers with the letter alone; the content comes from `split="train"`, so val stays unseen.
     """
-    from .ceval import FORMATS, question_block
+    from .exams import FORMATS, question_block
 
     fmt = FORMATS["chat_zero_shot"]
     rows = []

@@ -13,9 +13,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from . import artifacts, corpora, evaluation, runtime
-from .errors import ConfigError
-from .modeling import count_parameters, load_causal_lm
+from .. import artifacts, corpora, evaluation, runtime
+from ..errors import ConfigError
+from ..modeling import count_parameters, load_causal_lm
 
 SETTINGS = {
     "tiny": dict(quantization="4bit", lora_r=16, lora_alpha=32, embeddings="full", block_size=256,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, MissingDependencyError, StageError
+from ..errors import DataError, MissingDependencyError, StageError
 
 
 def chinchilla_csv(path: str | Path | None = None) -> Path:
     """Epoch AI's points extracted from Chinchilla's Figure 4: a given path, else ../shared/data beside the repo."""
     if path is None:
-        path = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinchilla" / "svg_extracted_data.csv"
+        path = Path(__file__).resolve().parents[4] / "shared" / "data" / "chinchilla" / "svg_extracted_data.csv"
     path = Path(path)
     if not path.exists():
         raise MissingDependencyError(

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .ceval import LETTERS, Exam, get_format, render, render_fitting
-from .errors import ConfigError
+from ..errors import ConfigError
+from .exams import LETTERS, Exam, get_format, render, render_fitting
 
 log = logging.getLogger("zhllm.ceval")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 # (hidden size, layers) ladder, N growing ~1.3x per rung at the small end, where the minima lie.
 # Two layers at least: a 1-layer model cannot compose attention heads and falls off the trend.

@@ -1,0 +1,11 @@
+"""Stage 00 — the base model: an English-only SentencePiece tokenizer and a tiny Llama pretrained on English.
+
+Notebook: notebooks/00_base_model.py (no lab of its own; lab 01 starts from this stage's tokenizer).
+Modules:
+- `training`: the tokenizer (`train_tokenizer`, `hf_tokenizer`), English token blocks, `pretrain`,
+  `evaluate` (Chinese falls back to bytes) and `build`, the stage for `zhllm.artifacts`.
+It measures its tokenizer with stage 01's meters (`zhllm.tokenizer.chars_per_token`, ...).
+"""
+from . import training
+from .training import (SETTINGS, SP_OPTIONS, BlockDataset, build, evaluate, hf_tokenizer, pretrain, save,
+                       token_blocks, train_tokenizer)
