@@ -21,7 +21,7 @@ from . import artifacts
 from .errors import ZhllmError
 from .profiles import PROFILES, current
 
-MODEL_STAGES = ("base", "cpt", "sft", "dpo")
+MODEL_STAGES = ("base", "cpt", "shipped", "sft", "dpo")
 # dense bf16/fp16 tensor-core peak of one GPU, FLOP/s (vendor data sheets; SXM parts)
 GPU_PEAK_FLOPS = {"t4": 65e12, "v100": 125e12, "a10": 125e12, "l4": 121e12, "4090": 165e12,
                   "a100": 312e12, "h100": 989e12, "h200": 989e12}
@@ -82,7 +82,12 @@ def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str,
     from .ceval import kit_exam as exam, scoring as ceval_scoring, stage as ceval_stage
     from .modeling import load_causal_lm
 
-    path = str(artifacts.ensure(model, profile) / "model") if model in MODEL_STAGES else recipes.resolve_model(model)
+    if model == "shipped":
+        path = str(artifacts.start_model_dir(profile))
+    elif model in MODEL_STAGES:
+        path = str(artifacts.ensure(model, profile) / "model")
+    else:
+        path = recipes.resolve_model(model)
     llm, tokenizer = load_causal_lm(path).eval(), AutoTokenizer.from_pretrained(path)
     with tempfile.TemporaryDirectory() as tmp:
         if hub:
@@ -219,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "results":
             print(results_table(profile))
         elif args.command == "pretrain-tiny":
-            from . import cpt_long
+            from .cpt import long_run
 
             work = args.work or f"{args.out.rstrip('/')}.work"
-            card = cpt_long.build(Path(args.out), Path(work), args.smoke,
+            card = long_run.build(Path(args.out), Path(work), args.smoke,
                                   command="zhllm " + " ".join(argv or sys.argv[1:]))
             print(json.dumps(card["metrics"], indent=2))
         elif args.command == "eval":

@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from . import base, corpora, cpt, embeddings, evaluation, runtime, shipped, tokenizer_expand
-from .modeling import count_parameters, tiny_llama
+from .. import base, corpora, runtime, shipped
+from .. import tokenizer as vocab
+from ..modeling import count_parameters, tiny_llama
+from .training import ListDataset, bpc_pair, pack_documents
 
 SETTINGS = {
     # the same shapes as stages 00/01 (so stage 01's tokenizer is the shipped one), trained far longer
-    "full": dict(english_steps=300, chinese_steps=2000, batch_size=16, block_size=256, learning_rate=3e-3,
+    "full": dict(english_steps=300, chinese_steps=2400, batch_size=16, block_size=256, learning_rate=3e-3,
                  warmup_steps=40, save_steps=100, english_replay=0.1, seed=0),
     # a few steps of the same program, for tests
     "smoke": dict(english_steps=6, chinese_steps=6, batch_size=4, block_size=64, learning_rate=3e-3,
@@ -35,7 +37,7 @@ def training_args(out: Path, steps: int, cfg: dict) -> TrainingArguments:
     """The HF Trainer settings of one phase: AdamW, cosine decay, checkpoints every `save_steps`.
 
     fp32 on CPU: bf16 autocast ran 7x slower than fp32 on a 2-core CPU without AVX512-BF16, and fp32
-    gives the same weights on every CPU that runs the program; bf16 on GPUs that have it.
+    runs the same code on every CPU; bf16 on GPUs that have it.
     """
     cpu = not torch.cuda.is_available()
     bf16 = not cpu and runtime.dtype_for() == torch.bfloat16
@@ -51,7 +53,7 @@ def training_args(out: Path, steps: int, cfg: dict) -> TrainingArguments:
 def train_phase(model, rows: list[dict], out: Path, steps: int, cfg: dict) -> dict:
     """Train `model` on `rows` for `steps`, resuming from `out/checkpoint-*`; returns tokens/s and losses."""
     args = training_args(out, steps, cfg)
-    trainer = Trainer(model=model, args=args, train_dataset=cpt.ListDataset(rows))
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(rows))
     found = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if found:
         print(f"[zhllm] resuming from {found[-1]}", flush=True)
@@ -88,7 +90,7 @@ def chinese_texts(english_replay: float, seed: int) -> list[str]:
 
 def held_out_bpc(model, tokenizer) -> dict:
     """Held-out bits per character, Chinese and English, on stage 02's evaluation slice."""
-    zh, en = cpt.bpc_pair(model, tokenizer, "tiny", EVAL_CHARS)
+    zh, en = bpc_pair(model, tokenizer, "tiny", EVAL_CHARS)
     return {"zh_bpc": zh, "en_bpc": en}
 
 
@@ -118,12 +120,12 @@ def run(out: Path, work: Path, cfg: dict) -> dict:
     # phase 2: stage 01's vocabulary expansion, mean-initialised rows
     expanded_dir = work / "expanded"
     if not (expanded_dir / "done").exists():
-        tcfg = tokenizer_expand.SETTINGS["tiny"]
-        exp = tokenizer_expand.expand(base_tok, corpora.people_daily("train"), tcfg["n_new"],
+        tcfg = vocab.SETTINGS["tiny"]
+        exp = vocab.expand(base_tok, corpora.people_daily("train"), tcfg["n_new"],
                                       sp_model=sp_model, zh_sp_vocab=tcfg["zh_sp_vocab"])
         model = AutoModelForCausalLM.from_pretrained(english_dir, dtype=torch.float32)
-        embeddings.resize(model, base_tok, exp.tokenizer, init="mean")
-        tokenizer_expand.save(expanded_dir, exp, model)
+        vocab.embeddings.resize(model, base_tok, exp.tokenizer, init="mean")
+        vocab.save(expanded_dir, exp, model)
         (expanded_dir / "done").touch()
 
     # phase 3: full-parameter continued pretraining on all Chinese training text, English replayed
@@ -131,7 +133,7 @@ def run(out: Path, work: Path, cfg: dict) -> dict:
     chinese_dir = work / "chinese"
     if not (chinese_dir / "done").exists():
         model = AutoModelForCausalLM.from_pretrained(expanded_dir / "model", dtype=torch.float32)
-        rows = cpt.pack_documents(tokenizer, chinese_texts(cfg["english_replay"], cfg["seed"]),
+        rows = pack_documents(tokenizer, chinese_texts(cfg["english_replay"], cfg["seed"]),
                                   cfg["block_size"])
         chinese = train_phase(model, rows, work / "ckpt-chinese", cfg["chinese_steps"], cfg)
         chinese["unique_tokens"] = len(rows) * cfg["block_size"]
@@ -199,9 +201,10 @@ def _machine() -> str:
 def build(out: Path, work: Path, smoke: bool = False, command: str = "") -> dict:
     """Run the program and write the shipped folder with its card; returns the card."""
     cfg = SETTINGS["smoke" if smoke else "full"]
+    commit = _commit()  # the code that runs, not the code at the end of a two-hour run
     metrics = run(out, work, cfg)
     card = {"name": Path(out).name, "command": command or "zhllm pretrain-tiny --out " + str(out),
-            "commit": _commit(), "machine": _machine(), "versions": runtime.versions(),
+            "commit": commit, "machine": _machine(), "versions": runtime.versions(),
             "settings": cfg, "data": DATA, "metrics": metrics}
     card = shipped.write_card(out, card)
     shipped.write_readme(out, card)
