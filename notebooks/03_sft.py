@@ -106,7 +106,7 @@ for task in train_report["examples"]:
 # pad == EOS the EOS label would go too.
 
 # %%
-model_dir = artifacts.ensure("cpt", PROFILE) / "model"   # built on demand if missing
+model_dir = artifacts.start_model_dir(PROFILE)   # tiny: the shipped model; else stage 02 (built if missing)
 model, tokenizer = sft.load_policy(model_dir, CFG)
 model.print_trainable_parameters()
 print(f"pad {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}) != eos {tokenizer.eos_token!r} "

@@ -139,7 +139,7 @@ for rule, removed in result["removed"].items():
 # deviations above the pool's median (CCNet filters by perplexity under a model trained on Wikipedia).
 
 # %%
-model_dir = artifacts.ensure("cpt", PROFILE) / "model"   # built on demand if missing
+model_dir = artifacts.start_model_dir(PROFILE)   # tiny: the shipped model; else stage 02 (built if missing)
 model, tokenizer = curation.scorer(model_dir)
 score_start = time.time()
 result = curation.perplexity_filter(result, texts, CFG, model, tokenizer)

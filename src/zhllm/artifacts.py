@@ -14,7 +14,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import StageError
+from . import shipped
+from .errors import ConfigError, StageError
 from .profiles import current
 
 STAGES = ("base", "tokenizer", "cpt", "sft", "dpo", "scaling", "ceval", "curation")
@@ -45,10 +46,38 @@ def runs_root() -> Path:
     return Path.cwd() / "runs"
 
 
+START_VAR = "ZHLLM_START_FROM"
+
+
+def start_from(profile: str | None = None) -> str:
+    """Where stages 03-07 start: `shipped` (the tiny profile's default, `models/tiny-zh-v1`) or `cpt`.
+
+    `cpt` is the stage-02 model built on this machine in minutes; $ZHLLM_START_FROM=cpt switches the
+    tiny profile back to it. Its runs then live in `runs/tiny-from-cpt/`, so the two never mix.
+    """
+    profile = current(profile)
+    value = os.environ.get(START_VAR, "").strip().lower() or ("shipped" if profile == "tiny" else "cpt")
+    if value not in ("shipped", "cpt"):
+        raise ConfigError(f"${START_VAR} must be 'shipped' or 'cpt', not {value!r}")
+    if value == "shipped" and profile != "tiny":
+        raise ConfigError(f"${START_VAR}=shipped: the shipped checkpoint is the tiny profile's; "
+                          f"the {profile} profile starts from its own stage 02 (unset ${START_VAR})")
+    return value
+
+
+def start_model_dir(profile: str | None = None) -> Path:
+    """The model stages 03-07 fine-tune or score: the verified shipped checkpoint, or stage 02's model."""
+    if start_from(profile) == "shipped":
+        return shipped.model_dir()
+    return ensure("cpt", profile) / "model"
+
+
 def stage_dir(stage: str, profile: str | None = None) -> Path:
     if stage not in STAGES:
         raise StageError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    return runs_root() / current(profile) / stage
+    profile = current(profile)
+    folder = f"{profile}-from-cpt" if profile == "tiny" and start_from(profile) == "cpt" else profile
+    return runs_root() / folder / stage
 
 
 def checkpoint_dir(stage: str, profile: str | None = None) -> Path:

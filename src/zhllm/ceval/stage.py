@@ -16,20 +16,28 @@ from .exams import get_format, load_folder, reference_dir
 from .kit_exam import CHANCE, build_exam
 from .scoring import answer_ids, prompt_of, score_exam, submission, summarize
 
-MODEL_STAGES = ("base", "cpt", "sft", "dpo")
+MODEL_STAGES = ("base", "cpt", "shipped", "sft", "dpo")
 
 
 def stage_models(profile: str | None = None) -> list[str]:
-    """The model stages already built for this profile, in pipeline order."""
+    """The models to score, in pipeline order: the stages already built, and the shipped start model."""
     return [s for s in MODEL_STAGES
-            if artifacts.is_built(s, profile) and (artifacts.stage_dir(s, profile) / "model").is_dir()]
+            if (s == "shipped" and artifacts.start_from(profile) == "shipped")
+            or (s != "shipped" and artifacts.is_built(s, profile) and (artifacts.stage_dir(s, profile) / "model").is_dir())]
+
+
+def model_path(stage: str, profile: str | None = None) -> Path:
+    """`runs/<profile>/<stage>/model/`, or the verified shipped checkpoint for `shipped`."""
+    if stage == "shipped":
+        return artifacts.start_model_dir(profile)
+    return artifacts.stage_dir(stage, profile) / "model"
 
 
 def load_stage_model(stage: str, profile: str | None = None):
-    """(model, tokenizer) of a stage from `runs/<profile>/<stage>/model/`, in eval mode."""
+    """(model, tokenizer) of a stage (or the shipped start model), in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = artifacts.stage_dir(stage, profile) / "model"
+    path = model_path(stage, profile)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=runtime.dtype_for()).to(runtime.device())
     return model.eval(), AutoTokenizer.from_pretrained(path)
 

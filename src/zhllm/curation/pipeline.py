@@ -420,7 +420,7 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     """Build stage 07: clean the instruction pool and raw corpora, select, run the SFT experiments."""
     profile, cfg = runtime.begin_stage(SETTINGS, profile)
     start = time.time()
-    model_dir = artifacts.ensure("cpt", profile) / "model"
+    model_dir = artifacts.start_model_dir(profile)
     model, tokenizer = scorer(model_dir)
     pool, injected = candidate_pool(cfg)
     result = clean([conversation_text(e) for e in pool], cfg, model, tokenizer)

@@ -191,7 +191,7 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     """Build stage 03 into `out_dir`: the SFT model (LoRA merged), loss curve and metrics."""
     profile, cfg = runtime.begin_stage(SETTINGS, profile)
     start = time.time()
-    model_dir = artifacts.ensure("cpt", profile) / "model"
+    model_dir = artifacts.start_model_dir(profile)
     model, tokenizer = load_policy(model_dir, cfg)
     train_examples, _ = training_examples(profile, cfg)
     rows, _ = encode_examples(tokenizer, train_examples, cfg["max_length"])
