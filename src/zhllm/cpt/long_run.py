@@ -20,11 +20,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 from .. import base, corpora, runtime, shipped
 from .. import tokenizer as vocab
 from ..modeling import count_parameters, tiny_llama
-from .training import ListDataset, bpc_pair, pack_documents
+from .training import ListDataset, StopAt, bpc_pair, pack_documents
 
 SETTINGS = {
     # the same shapes as stages 00/01 (so stage 01's tokenizer is the shipped one), trained far longer
-    "full": dict(english_steps=300, chinese_steps=2400, batch_size=16, block_size=256, learning_rate=3e-3,
+    "full": dict(english_steps=300, chinese_steps=2000, batch_size=16, block_size=256, learning_rate=3e-3,
                  warmup_steps=40, save_steps=100, english_replay=0.1, seed=0),
     # a few steps of the same program, for tests
     "smoke": dict(english_steps=6, chinese_steps=6, batch_size=4, block_size=64, learning_rate=3e-3,
@@ -50,10 +50,14 @@ def training_args(out: Path, steps: int, cfg: dict) -> TrainingArguments:
         dataloader_num_workers=0, dataloader_drop_last=True, use_cpu=cpu, disable_tqdm=False)
 
 
-def train_phase(model, rows: list[dict], out: Path, steps: int, cfg: dict) -> dict:
-    """Train `model` on `rows` for `steps`, resuming from `out/checkpoint-*`; returns tokens/s and losses."""
+def train_phase(model, rows: list[dict], out: Path, steps: int, cfg: dict, stop_after: int | None = None) -> dict:
+    """Train `model` on `rows` for `steps`, resuming from `out/checkpoint-*`; returns tokens/s and losses.
+
+    `stop_after` ends the run early without a checkpoint, as a kill would (tests).
+    """
     args = training_args(out, steps, cfg)
-    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(rows))
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(rows),
+                      callbacks=[StopAt(stop_after)] if stop_after else [])
     found = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if found:
         print(f"[zhllm] resuming from {found[-1]}", flush=True)
@@ -61,9 +65,9 @@ def train_phase(model, rows: list[dict], out: Path, steps: int, cfg: dict) -> di
     started = time.time()
     trainer.train(resume_from_checkpoint=str(found[-1]) if found else None)
     seconds = time.time() - started
-    tokens = (steps - start_step) * cfg["batch_size"] * cfg["block_size"]
+    tokens = (trainer.state.global_step - start_step) * cfg["batch_size"] * cfg["block_size"]
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    print(f"[zhllm] {steps - start_step} steps, {tokens:,} tokens in {seconds:.0f} s "
+    print(f"[zhllm] {trainer.state.global_step - start_step} steps, {tokens:,} tokens in {seconds:.0f} s "
           f"= {tokens / max(seconds, 1e-9):,.0f} tokens/s", flush=True)
     return {"seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9), "losses": losses}
 

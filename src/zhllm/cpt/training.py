@@ -13,8 +13,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from .. import artifacts, corpora, evaluation, runtime
+from .. import artifacts, corpora, evaluation, runtime, shipped
 from ..errors import ConfigError
+from ..profiles import current
 from ..modeling import count_parameters, load_causal_lm
 
 SETTINGS = {
@@ -134,7 +135,7 @@ def optimizer(model, learning_rate: float, embed_learning_rate: float) -> torch.
                               {"params": embed, "lr": embed_learning_rate}], weight_decay=0.0)
 
 
-class _StopAt:
+class StopAt:
     """Trainer callback that ends training after `step` steps: simulates an interrupted run in tests."""
 
     def __init__(self, step: int):
@@ -172,7 +173,7 @@ def train(model, blocks: list[dict], checkpoint_dir: Path, cfg: dict, stop_after
     args = args or training_args(cfg, checkpoint_dir)
     opt = optimizer(model, args.learning_rate, cfg["embed_learning_rate"])
     trainer = Trainer(model=model, args=args, train_dataset=ListDataset(blocks),
-                      optimizers=(opt, None), callbacks=[_StopAt(stop_after)] if stop_after else [])
+                      optimizers=(opt, None), callbacks=[StopAt(stop_after)] if stop_after else [])
     found = resume and any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)
     if save_to:
@@ -240,15 +241,28 @@ def bpc_pair(model, tokenizer, profile: str | None, max_chars: int) -> tuple[flo
             evaluation.bits_per_character(model, tokenizer, en))
 
 
-def zh_unigram_bpc(profile: str | None, cfg: dict) -> float:
-    """Held-out Chinese bits per character of a character-unigram model fitted on the stage's Chinese text.
+def zh_ngram_bpc(profile: str | None, cfg: dict) -> dict:
+    """Held-out Chinese bits per character of character n-gram models fitted on the stage's Chinese text.
 
-    The line a model must get below to use context at all: near it, the model knows which characters are
-    frequent but not which follow which.
+    Two lines to read a model against: near the unigram line it knows which characters are frequent;
+    below the bigram line it uses more than the previous character.
     """
-    return evaluation.unigram_bits_per_character(
-        evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"]),
-        evaluation.take_chars(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"]))
+    train = evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"])
+    heldout = evaluation.take_chars(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"])
+    return {"zh_bpc_unigram": evaluation.unigram_bits_per_character(train, heldout),
+            "zh_bpc_bigram": evaluation.bigram_bits_per_character(train, heldout)}
+
+
+def shipped_bpc(profile: str | None, cfg: dict) -> dict:
+    """The shipped long-trained model and its English base on the same held-out slices (tiny profile only)."""
+    if current(profile) != "tiny":
+        return {}
+    zh, en = bpc_pair(load_causal_lm(str(shipped.model_dir()), dtype=torch.float32),
+                      AutoTokenizer.from_pretrained(shipped.model_dir()), profile, cfg["eval_max_chars"])
+    base_dir = shipped.model_dir(part="english_base")
+    _, en_base = bpc_pair(load_causal_lm(str(base_dir), dtype=torch.float32),
+                          AutoTokenizer.from_pretrained(base_dir), profile, cfg["eval_max_chars"])
+    return {"zh_bpc_shipped": zh, "en_bpc_shipped": en, "en_bpc_shipped_base": en_base}
 
 
 def build(out_dir: Path, profile: str | None = None) -> dict:
@@ -276,7 +290,8 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     train_tokens = cfg["max_steps"] * cfg["batch_size"] * cfg["grad_accum"] * cfg["block_size"]
     metrics = {
         "zh_bpc_base": zh_bpc_base, "zh_bpc_before": zh_bpc_before, "zh_bpc_after": zh_bpc_after,
-        "zh_bpc_unigram": zh_unigram_bpc(profile, cfg), "en_bpc_base": en_bpc_base, "en_bpc_after": en_bpc_after,
+        **zh_ngram_bpc(profile, cfg), **shipped_bpc(profile, cfg),
+        "en_bpc_base": en_bpc_base, "en_bpc_after": en_bpc_after,
         "trainable_params": count_parameters(model, trainable_only=True),
         "train_tokens": train_tokens, "tokens_per_second": train_tokens / train_seconds,
         "peak_memory_mb": runtime.peak_memory_mb(),
