@@ -179,6 +179,25 @@ out = model.generate(**ids, max_new_tokens=30, do_sample=False, pad_token_id=tok
 print(tokenizer.decode(out[0], skip_special_tokens=True))
 
 # %% [markdown]
+# ### What longer training buys
+# The kit ships an English base trained by the same code for much longer (`models/tiny-zh-v1/english_base`,
+# made by `zhllm pretrain-tiny`; the tiny profile's later stages build on it). Same tokenizer, same
+# architecture, same held-out text: the difference is compute.
+
+# %%
+if PROFILE == "tiny":
+    from transformers import AutoModelForCausalLM
+
+    from zhllm import shipped
+
+    card = shipped.read_card()
+    shipped_base = AutoModelForCausalLM.from_pretrained(shipped.model_dir(part="english_base"))
+    shipped_metrics = base.evaluate(shipped_base, tokenizer, PROFILE)
+    print(f"this notebook: {train_tokens:>11,} tokens -> held-out English {metrics['en_bpc_heldout']:.3f} bits/char")
+    print(f"shipped base:  {card['metrics']['english_tokens']:>11,} tokens -> held-out English "
+          f"{shipped_metrics['en_bpc_heldout']:.3f} bits/char (unigram {metrics['en_bpc_unigram']:.3f})")
+
+# %% [markdown]
 # ## Check
 
 # %%
