@@ -35,7 +35,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	rm -rf $(TEST_RUNS)
-	$(OFFLINE) ZHLLM_RUNS=$(TEST_RUNS) OMP_NUM_THREADS=2 MPLBACKEND=Agg \
+	$(OFFLINE) ZHLLM_RUNS=$(TEST_RUNS) ZHLLM_STRICT=1 OMP_NUM_THREADS=2 MPLBACKEND=Agg \
 		$(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 notebooks tests -v --durations=15
 
 notebooks: $(STAMP)

@@ -203,51 +203,75 @@ for cue in ("房间", "价格"):
 print(f"replies in their task's form: before {before['format_rate']:.2f}, after {after['format_rate']:.2f}")
 
 # %% [markdown]
-# **Reading the table.** The form and the stopping are learnt first: the stop rate and the share of replies
-# in their task's form (a label from the two, the NER layout 人名：…；地名：…；机构名：…, words joined by
-# "/", a plain review) jump from near zero. The content mostly does not follow. Segmentation and entity
-# extraction need the reply to *copy* the input's characters in order, a skill (induction heads, Olsson et
-# al. 2022) that forms during pretraining at far more tokens than the tiny base saw. The choices (which
-# label, which sentiment to write) need the model to act on one character of the prompt, and the distance
-# printed above shows how little it does: stage 02 leaves the tiny model near a character-unigram model of
-# Chinese (its bits per character are close to the unigram's), so after SFT it answers from the task's
-# form, not from the text. Whether a choice task lands above its baseline then depends on the run: the
-# same code gave review 0.925 on one machine and 0.475 on another (floating-point order differs between
-# CPUs). The targets are printed in the checks below and recorded in the metrics either way; the colab
-# profile starts from a hub-pretrained model (not measured in CI).
-
-# %% [markdown]
-# ## 7 · Save the stage
-# LoRA is merged (into the dequantised 4-bit weights under QLoRA, as in stage 02) and the tokenizer is
-# saved with its chat template, so stage 04 and stage 06 use exactly this template.
+# **Reading the table.** Two things are learnt in SFT, and the table separates them. The *form* — stopping
+# with EOS and replying in the task's shape (a label from the two, the NER layout 人名：…；地名：…；机构名：…,
+# words joined by "/", a plain review) — comes from the instruction data alone. The *content* — the right
+# label, the right words, the entities actually in the sentence — has to come from what the model learnt in
+# pretraining: SFT only teaches it to show it (LIMA's "superficial alignment"). The tiny profile starts from
+# the kit's long-trained checkpoint (`models/tiny-zh-v1`); with `ZHLLM_START_FROM=cpt` it starts from the
+# minute-long stage-02 model instead, and the form is still learnt while the content is not.
 
 # %%
-with artifacts.building("sft", PROFILE) as out_dir:
-    metrics = sft.metrics_from(before, after, baseline, len(rows))
-    metrics["trainable_params"] = count_parameters(model, trainable_only=True)
-    metrics["seconds"] = round(time.time() - start, 1)
-    sft.save(out_dir, sft.merged_model(model, model_dir, out_dir, CFG), tokenizer, metrics, history)
-artifacts.clear_checkpoints("sft", PROFILE)
-metrics
+def reading(task, target=None):
+    gain = after[task] - baseline[task]
+    verdict = f"{'above' if gain > 0 else 'NOT above'} its trivial baseline {baseline[task]:.3f}"
+    if target is not None:
+        verdict += f"; target {target}: {'met' if after[task] >= target else 'NOT met'}"
+    return f"{task:<13} {before[task]:.3f} -> {after[task]:.3f}  ({verdict})"
+
+
+print(f"form:    stop rate {before['stop_rate']:.2f} -> {after['stop_rate']:.2f}, "
+      f"replies in their task's form {before['format_rate']:.2f} -> {after['format_rate']:.2f}")
+print("content:")
+for task in baseline:
+    print("  " + reading(task, 0.80 if task == "sentiment" else None))
 
 # %% [markdown]
-# ## Check
+# ## 7 · Check
 
 # %%
 losses = [h["loss"] for h in history]
 assert all(l == l for l in losses) and losses[-1] < losses[0], "loss finite and falling"
-assert after["stop_rate"] >= 0.95, "the model stops (emits EOS) on held-out prompts"
-assert after["format_rate"] >= 0.9 > before["format_rate"], "SFT taught every task's reply form"
-targets = {"sentiment >= 0.75": after["sentiment"] >= 0.75,
-           **{f"{t} > baseline": after[t] > baseline[t] for t in baseline if t != "sentiment"}}
-for name, met in targets.items():   # the targets: measured and reported, not asserted (see above)
-    print(f"target {name}: {'met' if met else 'NOT met'}")
-print("all checks passed")
+results = [runtime.check(after["stop_rate"] >= 0.95, f"the model stops (emits EOS) on held-out prompts: {after['stop_rate']:.2f}",
+              "fewer steps or a lower learning rate leave replies running to the token limit")]
+results.append(runtime.check(after["format_rate"] >= 0.95 > before["format_rate"],
+              f"SFT taught every task's reply form: {before['format_rate']:.2f} -> {after['format_rate']:.2f}",
+              "the form is the first thing SFT teaches; too few steps stop short of it"))
+results.append(runtime.check(after["sentiment"] >= 0.80, f"sentiment accuracy {after['sentiment']:.3f} >= 0.80",
+              "the label comes from what pretraining taught; a model that did not learn Chinese guesses"))
+for task in baseline:
+    results.append(runtime.check(after[task] > baseline[task],
+                  f"{task}: {after[task]:.3f} above the trivial baseline {baseline[task]:.3f}",
+                  "SFT shows what the base model knows; it cannot add what pretraining did not teach"))
+
+# %% [markdown]
+# ## 8 · Save the stage
+# Only a run whose checks all passed replaces `runs/<profile>/sft/`, so a Try-it never changes what
+# notebooks 04 and 06 load. LoRA is merged (into the dequantised 4-bit weights under QLoRA, as in stage 02) and the tokenizer is
+# saved with its chat template, so stage 04 and stage 06 use exactly this template.
+
+# %%
+metrics = sft.metrics_from(before, after, baseline, len(rows))
+metrics["trainable_params"] = count_parameters(model, trainable_only=True)
+metrics["seconds"] = round(time.time() - start, 1)
+if all(results):
+    with artifacts.building("sft", PROFILE) as out_dir:
+        sft.save(out_dir, sft.merged_model(model, model_dir, out_dir, CFG), tokenizer, metrics, history)
+    print("saved to", artifacts.stage_dir("sft", PROFILE))
+else:
+    print("not saved: a check did not pass, so the next notebooks keep the stage they had")
+artifacts.clear_checkpoints("sft", PROFILE)
+metrics
 
 # %% [markdown]
 # ## Try it
 # 1. Break it on purpose: set `tokenizer.pad_token = tokenizer.eos_token` before section 3 and rerun.
-#    `chat.collator` refuses; force it through and measure the stop rate after training.
-# 2. Set `packing=True` in the parameters cell: examples are concatenated padding-free, with position ids
-#    restarting per example. How many tokens per second do you gain, and do the scores change?
-# 3. Halve `max_steps`. Which task is learnt first — the format and stopping, or the content?
+#    `chat.collator` refuses (pad = EOS would mask every EOS out of the loss); force it through and the stop
+#    rate after training falls: the model never learns to end a reply.
+# 2. Set `packing=False` in the parameters cell: one conversation per row, padded. Expect fewer tokens per
+#    second for the same steps, and about the same scores.
+# 3. Set `max_steps` to 100 in the parameters cell. Expect the form first (stop rate and reply form near 1.0)
+#    and less content: the task scores fall back toward their baselines, the checks print crosses, and the
+#    stage is not saved.
+# 4. Set `ZHLLM_START_FROM=cpt` before starting Jupyter: the same SFT on the minute-long stage-02 model.
+#    Expect the form learnt and the content near the baselines: what SFT can show depends on pretraining.

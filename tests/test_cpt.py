@@ -94,3 +94,14 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_dir, tmp_path):
     a, b = lora_state(full), lora_state(resumed)
     assert a.keys() == b.keys() and a
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_bigram_line_sits_between_the_unigram_and_a_memorised_text():
+    from zhllm import evaluation
+
+    train = ["人民日报社论", "人民大会堂", "日报社记者"] * 20
+    held = ["人民日报记者", "大会堂"]
+    uni = evaluation.unigram_bits_per_character(train, held)
+    bi = evaluation.bigram_bits_per_character(train, held)
+    assert 0 < bi < uni
+    assert evaluation.bigram_bits_per_character(train, ["人民人民"]) < evaluation.bigram_bits_per_character(train, ["民人民人"])

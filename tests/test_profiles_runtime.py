@@ -58,3 +58,26 @@ def test_banner_names_versions_device_and_dtype():
     text = runtime.banner("tiny")
     for word in ("torch", "transformers", "trl", "peft", "device", "dtype", "profile", "tiny"):
         assert word in text
+
+
+def test_check_prints_and_fails_only_in_strict_mode(monkeypatch, capsys):
+    monkeypatch.delenv(runtime.STRICT_VAR, raising=False)
+    assert runtime.check(True, "holds") is True
+    assert runtime.check(False, "misses", "because") is False
+    out = capsys.readouterr().out
+    assert "✓ holds" in out and "✗ misses — because" in out
+    monkeypatch.setenv(runtime.STRICT_VAR, "1")
+    assert runtime.check(True, "holds")
+    with pytest.raises(AssertionError, match="misses"):
+        runtime.check(False, "misses", "because")
+
+
+def test_bitsandbytes_optional_kernel_warning_is_silenced(caplog):
+    import logging
+
+    import zhllm  # noqa: F401  (sets the level on import)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community")
+    assert logger.getEffectiveLevel() == logging.ERROR and not caplog.records

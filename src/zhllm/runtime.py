@@ -87,3 +87,19 @@ def banner(profile: str | None = None) -> str:
     lines.append(f"{'dtype':<13}{str(dtype_for(dev)).replace('torch.', '')}")
     lines.append(f"{'profile':<13}{current(profile)}")
     return "\n".join(lines)
+
+
+STRICT_VAR = "ZHLLM_STRICT"
+
+
+def check(ok: bool, what: str, why: str = "") -> bool:
+    """Print a tick or a cross for an outcome a notebook expects; under $ZHLLM_STRICT=1 a cross fails.
+
+    For results a Try-it may legitimately change (a knob turned, fewer steps): the student reads the cross
+    and its reason and carries on; `make test` sets ZHLLM_STRICT=1, so the shipped settings must meet them.
+    Invariants that no knob may break stay plain asserts.
+    """
+    print(f"{'✓' if ok else '✗'} {what}" + ("" if ok or not why else f" — {why}"))
+    if not ok and os.environ.get(STRICT_VAR, "") == "1":
+        raise AssertionError(f"{what} ({STRICT_VAR}=1: expected outcomes must hold)")
+    return bool(ok)
