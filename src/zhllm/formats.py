@@ -149,14 +149,19 @@ CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt,
 
 
 def detect_format(row: dict) -> str:
-    """Which layout a row is in, from its keys (`messages`, `conversations`, `conversation`, `instruction`)."""
-    if "messages" in row:
+    """Which layout a row is in, from its keys (`messages`, `conversations`, `conversation`, `instruction`).
+
+    Keys holding None do not count: a file mixing layouts, read by `datasets`, gives every row every
+    column, the other layout's ones set to None, and those must not decide the layout.
+    """
+    keys = {k for k, v in row.items() if v is not None}
+    if "messages" in keys:
         return "messages"
-    if "conversations" in row:
+    if "conversations" in keys:
         return "sharegpt"
-    if "conversation" in row:
+    if "conversation" in keys:
         return "firefly"
-    if {"instruction", "input", "output"} & set(row):
+    if {"instruction", "input", "output"} & keys:
         return "alpaca"
     return ""
 
