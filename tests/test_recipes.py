@@ -77,6 +77,8 @@ def _recipe(tmp_path, changes: dict, drop: tuple = ()) -> Path:
     ({"embeddings": "some"}, (), "embeddings must be one of"),
     ({"max_steps": 1.5}, (), "max_steps must be int"),
     ({"lr_scheduler_type": "wavy"}, (), "wavy"),
+    ({"lora_r": -8}, (), "lora_r must be above 0, not -8"),
+    ({"learning_rate": -1.0}, (), "learning_rate must be above 0, not -1.0"),
 ])
 def test_bad_recipe_is_a_config_error_naming_file_and_key(tmp_path, changes, drop, message):
     path = _recipe(tmp_path, changes, drop)

@@ -156,6 +156,28 @@ def check_types(path: Path, obj, keys) -> None:
                 raise ConfigError(f"{path}: {f.name} must be {f.type.__name__}, not {value!r}")
 
 
+# numeric keys and the values that make sense: (lowest, highest, whether the lowest itself is allowed)
+RANGES = {**{k: (0, None, False) for k in ("lora_r", "lora_alpha", "block_size", "train_chars", "train_pairs",
+                                            "heldout_pairs", "learning_rate", "embed_learning_rate",
+                                            "per_device_train_batch_size", "gradient_accumulation_steps")},
+          **{k: (0, None, True) for k in ("exam_per_subject", "hub_rows", "weight_decay", "max_grad_norm")},
+          **{k: (0, 1, True) for k in ("english_share", "warmup_ratio")}}
+
+
+def check_ranges(path: Path, obj) -> None:
+    """Numeric keys within their range: YAML and argparse accept `lora_r: -8`, training would not."""
+    for f in fields(obj):
+        value = getattr(obj, f.name, None)
+        if f.name not in RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        low, high, low_ok = RANGES[f.name]
+        if value < low or (value == low and not low_ok) or (high is not None and value > high):
+            allowed = f"at least {low}" if low_ok else f"above {low}"
+            if high is not None:
+                allowed += f" and at most {high}"
+            raise ConfigError(f"{path}: {f.name} must be {allowed}, not {value!r}")
+
+
 def machine_overrides() -> list[str]:
     """On a machine without CUDA, train on the CPU: the rule the stage builds follow too.
 
@@ -183,6 +205,7 @@ def load(path: str | Path, stage: str, overrides=()) -> tuple:
     check_choices(path, kit)
     for obj in (kit, args):
         check_types(path, obj, set(recipe))
+        check_ranges(path, obj)
     return kit, args
 
 
