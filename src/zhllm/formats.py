@@ -269,6 +269,17 @@ def normalize_preferences(rows, source: str, strict: bool = True) -> tuple[list[
     return _normalize(rows, source, lambda row, i: validate_preference(row, i, source), strict)
 
 
+def check_count(rows: list, asked: int, source: str) -> list:
+    """`rows` when there are as many as `asked`; else a DataError with both counts.
+
+    A hub split sliced as `train[:N]` silently returns fewer rows when the set is smaller than N.
+    """
+    if len(rows) < asked:
+        raise DataError(f"{len(rows)} rows, {asked} asked for: the data set is smaller than that; ask for "
+                        f"at most {len(rows)}", source=source)
+    return rows
+
+
 def describe(report: dict) -> str:
     """One line for a notebook: how many rows came in, how many were kept, and why the rest went."""
     why = ", ".join(f"{reason} {n}" for reason, n in report["removed"].items()) or "none"
