@@ -112,11 +112,23 @@ def recipe_types(stage: str) -> tuple[type, type]:
 
 
 def read(path: str | Path) -> dict:
-    """The recipe file as a dict; a missing file or one that is not a YAML mapping is a ConfigError."""
+    """The recipe file as a dict; a missing, unreadable or empty file, or one that is not a YAML mapping,
+    is a ConfigError naming the file (UTF-8 with or without a byte-order mark is read)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"recipe {path} is a folder; give the file, e.g. {path / 'sft.yaml'}")
     if not path.is_file():
         raise ConfigError(f"recipe {path} not found (recipes live in configs/recipes/<profile>/<stage>.yaml)")
-    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}); save the recipe as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the recipe file is empty")
+    try:
+        recipe = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(recipe, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of key: value")
     return recipe
