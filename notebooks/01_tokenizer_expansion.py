@@ -120,8 +120,9 @@ print(f"{len(chars)} single characters, {len(multi)} multi-character pieces; dro
 
 # %% [markdown]
 # **2c. Append with distinct scores and remove dead pieces.** New piece *k* gets score
-# `lowest_base_score - 1 - k`: below every base merge (so English is untouched), all different (so
-# no ties), and exact in float32. Then we encode each new piece's own text; a piece that does not
+# `lowest_base_score - 1 - k`: below every base merge (so English is untouched) and all different (so
+# no ties). Scores are float32: where a step of 1 rounds away (Llama-2 scores its whitespace pieces
+# -1e9, where float32 values are 64 apart) we step by one float32 value instead. Then we encode each new piece's own text; a piece that does not
 # come out is dead and is replaced by the next candidate, until none is left and the vocabulary
 # is a multiple of 64.
 
@@ -299,6 +300,8 @@ assert metrics["sp_hf_agreement"] == 1.0, metrics["sp_hf_agreement"]
 # Check: English is tokenised exactly as by the base, and decoding gives back every line
 assert metrics["en_lines_unchanged"] == 1.0 and bl_metrics["en_lines_unchanged"] == 1.0
 assert metrics["roundtrip_rate"] == 1.0 and bl_metrics["roundtrip_rate"] == 1.0
+# Check: every base token, special ones included, keeps its id and its string
+assert metrics["base_ids_unchanged"] == 1.0 and bl_metrics["base_ids_unchanged"] == 1.0
 # Check: no dead new tokens; vocabulary a multiple of 64
 assert metrics["dead_new_tokens"] == 0 and bl_metrics["dead_new_tokens"] == 0
 assert metrics["vocab_size"] % 64 == 0 and bl_metrics["vocab_size"] % 64 == 0

@@ -99,6 +99,7 @@ def _write_csv(root: Path, rows, header=("id", "question", "A", "B", "C", "D", "
     ([[0, "q", "a", "b", "c", "d", "A"], [1, "q", "a", "b", "c", "d", "E"]], None, "answer", 2),
     ([[0, "  ", "a", "b", "c", "d", "A"]], None, "question", 1),
     ([[0, "q", "a", "b", "c", "A"]], ("id", "question", "A", "B", "C", "answer"), "D", 0),
+    ([[0, "q", "a", "b", "c", "d", "e", "A"]], ("id", "question", "A", "B", "C", "D", "E", "answer"), "E", 0),
 ])
 def test_malformed_files_name_file_row_and_field(tmp_path, rows, header, field, row):
     path = _write_csv(tmp_path, rows, header or ("id", "question", "A", "B", "C", "D", "answer"))
@@ -107,6 +108,38 @@ def test_malformed_files_name_file_row_and_field(tmp_path, rows, header, field, 
     err = info.value
     assert isinstance(err, ZhllmError) and (err.source, err.row, err.field) == (str(path), row, field)
     assert str(path) in str(err) and f"row {row}" in str(err) and field in str(err)
+
+
+def test_excel_csv_utf8_with_bom_is_read(tmp_path):
+    path = _write_csv(tmp_path, [[0, "q", "1", "2", "3", "4", "B"]])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # what Excel's "CSV UTF-8" writes
+    q = ceval.load_folder(tmp_path, "val", dev_split=None).questions["logic"][0]
+    assert (q.id, q.options, q.answer) == ("0", ("1", "2", "3", "4"), "B")
+
+
+def test_gbk_file_is_named_with_the_fix(tmp_path):
+    path = _write_csv(tmp_path, [[0, "q", "a", "b", "c", "d", "A"]])
+    path.write_bytes("id,question,A,B,C,D,answer\n0,下列哪个是质数,2,4,6,8,A\n".encode("gbk"))
+    with pytest.raises(DataError, match="re-save it as UTF-8") as info:
+        ceval.load_folder(tmp_path, "val", dev_split=None)
+    assert info.value.source == str(path)
+
+
+def test_a_question_is_never_among_its_own_shots(tmp_path):
+    """Scoring the dev split with dev shots: each question's shots are the other dev rows, in file order."""
+    (tmp_path / "dev").mkdir()
+    with open(tmp_path / "dev" / "logic_dev.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("id", "question", "A", "B", "C", "D", "answer", "explanation"))
+        w.writerows([i, f"第{i}题", "a", "b", "c", "d", "ABCDAB"[i], f"解析{i}"] for i in range(6))
+    dev = ceval.load_folder(tmp_path, "dev", dev_split="dev")
+    for q in dev.questions["logic"]:
+        shots = dev.shots(q)
+        assert q not in shots and [s.id for s in shots] == [str(i) for i in range(6) if str(i) != q.id]
+        for fmt in ("official_5shot", "lmeval_ceval_valid_5shot", "official_cot_5shot"):
+            prompt = sc.prompt_of(dev, q, fmt)
+            assert prompt.count(q.question) == 1 and prompt.count("答案：") == 6, fmt
+        assert ceval.render(q, "official_5shot", "逻辑学", dev.dev["logic"]).count(q.question) == 1
 
 
 def test_folder_without_dev_loads_without_shots(tmp_path):

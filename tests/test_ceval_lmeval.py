@@ -33,6 +33,27 @@ def _check(report):
     assert report["max_logprob_gap"] < 1e-3 < report["min_margin"]
 
 
+def test_lmeval_reads_every_cell_as_text(tmp_path):
+    """Options that are all numbers stay text ("3", not 3.0), so do "None" and a BOM-prefixed header."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from zhllm.ceval.lmeval import write_tasks
+
+    for split, rows in (("dev", [["0", "1+2=?", "1", "2", "3", "4", "C"]]),
+                        ("val", [["0", "几?", "1", "2", "3", "4", "D"],
+                                 ["1", "哪些?", "(1) (2) (3)", "(1) (3)", "None", "", "A"]])):
+        (tmp_path / split).mkdir()
+        text = "id,question,A,B,C,D,answer\n" + "".join(",".join(r) + "\n" for r in rows)
+        (tmp_path / split / f"logic_{split}.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    write_tasks(tmp_path, tmp_path / "tasks", ["logic"])
+    cfg = load_yaml(tmp_path / "tasks" / "zhllm-ceval-valid_logic.yaml", resolve_func=True, recursive=False)
+    data = cfg["custom_dataset"](version=2.0, **cfg["dataset_kwargs"])  # as lm-eval calls it
+    assert data["val"][1] == {"id": "1", "question": "哪些?", "A": "(1) (2) (3)", "B": "(1) (3)", "C": "None",
+                              "D": "", "answer": "A"}
+    assert data["val"][0]["A"] == "1" and data["dev"][0] == {"id": "0", "question": "1+2=?", "A": "1", "B": "2",
+                                                            "C": "3", "D": "4", "answer": "C"}
+
+
 @pytest.mark.slow
 def test_same_prediction_on_all_1346_val_questions(ceval_root, work):
     from zhllm.ceval.lmeval import agreement_run

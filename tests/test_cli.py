@@ -59,3 +59,19 @@ def test_eval_ceval_scores_a_model_directory(tiny_model, tmp_path, capsys):
     assert "Average" in capsys.readouterr().out
     saved = json.loads(out.read_text())
     assert saved["format"] == "official_zero_shot" and len(saved["predictions"]) == 16  # 8 subjects x 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--output", "no/such/folder/scores.json"], "does not exist"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_eval_refuses_bad_arguments_before_scoring(args, message, tmp_path, monkeypatch, capsys):
+    import zhllm.modeling
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(zhllm.modeling, "load_causal_lm", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(artifacts, "ensure", lambda *a, **k: pytest.fail("built a stage"))
+    for model in (["--model", str(tmp_path)], []):
+        assert cli.main(["eval", "ceval", *model, *args]) == 2
+        assert message in capsys.readouterr().err

@@ -88,10 +88,12 @@ def test_hub_rows_are_normalised_and_bad_ones_counted(monkeypatch):
             {"prompt": "写一首诗", "chosen": "床前明月光", "rejected": "床前明月光"},  # identical
             {"prompt": "写一首诗", "chosen": "春眠不觉晓"}]                          # no rejected
     monkeypatch.setattr("datasets.load_dataset", lambda name, split: rows)
-    kept, report = preference_data.hub_pairs("fake/zh-dpo")
+    kept, report = preference_data.hub_pairs("fake/zh-dpo", limit=3)
     assert [m["role"] for m in kept[0]["prompt"]] == ["system", "user", "assistant", "user"]
     assert kept[0]["chosen"] == [{"role": "assistant", "content": "《红楼梦》"}]
     assert report["removed"] == {"identical_pair": 1, "missing_field": 1}
+    with pytest.raises(DataError, match=r"fake/zh-dpo: 3 rows, 2000 asked for"):
+        preference_data.hub_pairs("fake/zh-dpo", limit=2000)
 
 
 def test_a_bad_row_names_its_field():

@@ -152,3 +152,20 @@ def test_preferences_lenient_report():
     rows = [row for row, _, _ in BAD_PREFERENCES] + [{"prompt": "问", "chosen": "好", "rejected": "坏"}]
     kept, report = normalize_preferences(rows, "dpo.json", strict=False)
     assert len(kept) == 1 and sum(report["removed"].values()) == len(BAD_PREFERENCES)
+
+
+def test_mixed_layouts_in_one_file_keep_every_row(tmp_path):
+    """`datasets` gives each row of a mixed file every column, the other layout's set to None."""
+    import json
+
+    from datasets import load_dataset
+
+    rows = [{"instruction": "问", "input": "", "output": "答"},
+            {"conversations": [{"from": "human", "value": "一加一"}, {"from": "gpt", "value": "二"}]}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    loaded = load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded[0]["conversations"] is None and loaded[1]["instruction"] is None
+    conversations, report = normalize_rows(loaded, str(path), strict=False)
+    assert report["kept"] == 2 and report["removed"] == {}
+    assert conversations == [[user("问"), assistant("答")], [user("一加一"), assistant("二")]]

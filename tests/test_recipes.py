@@ -77,6 +77,8 @@ def _recipe(tmp_path, changes: dict, drop: tuple = ()) -> Path:
     ({"embeddings": "some"}, (), "embeddings must be one of"),
     ({"max_steps": 1.5}, (), "max_steps must be int"),
     ({"lr_scheduler_type": "wavy"}, (), "wavy"),
+    ({"lora_r": -8}, (), "lora_r must be above 0, not -8"),
+    ({"learning_rate": -1.0}, (), "learning_rate must be above 0, not -1.0"),
 ])
 def test_bad_recipe_is_a_config_error_naming_file_and_key(tmp_path, changes, drop, message):
     path = _recipe(tmp_path, changes, drop)
@@ -85,6 +87,29 @@ def test_bad_recipe_is_a_config_error_naming_file_and_key(tmp_path, changes, dro
     assert str(path) in str(err.value)
     if "max_seq_length" in changes:
         assert "did you mean 'max_length'" in str(err.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "is a folder"),
+    (b"", "the recipe file is empty"),
+    ("lora_r: 8\n# 中文注释\n".encode("gbk"), "not UTF-8"),
+    (b"lora_r: [8\n", "not valid YAML"),
+])
+def test_unreadable_recipe_file_is_named(tmp_path, content, message):
+    path = tmp_path / "sft.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        recipes.read(path)
+    assert str(path) in str(err.value)
+
+
+def test_recipe_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "sft.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + (RECIPES / "tiny" / "sft.yaml").read_bytes())
+    assert recipes.read(path) == recipes.read(RECIPES / "tiny" / "sft.yaml")
 
 
 def test_overrides_win_and_unknown_flags_are_errors():

@@ -2,6 +2,7 @@
 import pytest
 
 from zhllm import corpora
+from zhllm.errors import DataError
 from zhllm.formats import normalize_rows
 from zhllm.sft import tasks as sft_data
 
@@ -157,3 +158,15 @@ def test_format_rate_counts_replies_in_their_tasks_form(heldout):
     assert sft_data.format_rate(examples, ["", *gold[1:]]) == pytest.approx(1 - 1 / len(gold))
     with pytest.raises(ValueError):
         sft_data.format_rate(examples, gold[:-1])
+
+
+def test_hub_set_smaller_than_asked_is_an_error(monkeypatch):
+    """`train[:N]` of a smaller set silently returns fewer rows; the stage must say so instead."""
+    from zhllm.sft import training
+
+    rows = [{"instruction": "问", "output": "答"}] * 3
+    monkeypatch.setattr("datasets.load_dataset", lambda name, split: rows)
+    examples, report = training.hub_examples("fake/zh-sft", 3)
+    assert len(examples) == 3 and report["kept"] == 3
+    with pytest.raises(DataError, match=r"fake/zh-sft: 3 rows, 5000 asked for"):
+        training.hub_examples("fake/zh-sft", 5000)

@@ -60,7 +60,7 @@ def test_sp_invariants(sp_expansion, held_out):
     assert m["vocab_size"] % 64 == 0 and m["vocab_size"] == len(exp.sp_model.pieces)
     assert m["sp_hf_agreement"] == 1.0 and m["base_sp_hf_agreement"] == 1.0
     assert m["en_lines_unchanged"] == 1.0
-    assert m["roundtrip_rate"] == 1.0
+    assert m["roundtrip_rate"] == 1.0 and m["base_ids_unchanged"] == 1.0
     assert m["dead_new_tokens"] == 0
     assert m["zh_token_reduction"] >= 0.5
     assert m["byte_fallback_share_after"] < m["byte_fallback_share_before"]
@@ -104,11 +104,19 @@ def test_anchor_style_zero_scores_leave_dead_pieces(sp_base):
     assert sp_expand.dead_pieces(ours, ["中国"]) == []
 
 
-def test_float32_score_collisions_are_refused(sp_base):
+def test_scores_stay_distinct_below_sentinel_scores(sp_base):
+    """Llama-2 scores whitespace pieces (▁▁) -1e9, where float32 values are 64 apart: no ties there."""
     base = sp_expand.load_proto(sp_base)
-    base.pieces[-1].score = -1e9  # a step of 1 below this is lost in float32
+    base.pieces[-1].score = -1e9
+    pieces = [chr(0x4E00 + i) for i in range(3000)]
+    scores = np.array([p.score for p in sp_expand.append_pieces(base, pieces).pieces[-3000:]], dtype=np.float32)
+    assert (np.diff(scores) < 0).all() and scores[0] < np.float32(-1e9)
+    assert np.diff(sp_expand.scores_below(-5.0, 3)).tolist() == [-1.0, -1.0]  # plain steps of 1 where exact
+
+
+def test_no_room_for_scores_is_refused():
     with pytest.raises(TokenizerError, match="float32"):
-        sp_expand.append_pieces(base, ["中", "国"])
+        sp_expand.scores_below(float(np.finfo(np.float32).min), 2)
 
 
 def test_order_conflicts():
@@ -132,7 +140,7 @@ def test_byte_level_invariants(bl_base, bl_expansion, held_out):
     assert bl_expansion.kind == "byte_level"
     assert m["vocab_size"] % 64 == 0
     assert m["en_lines_unchanged"] == 1.0
-    assert m["roundtrip_rate"] == 1.0
+    assert m["roundtrip_rate"] == 1.0 and m["base_ids_unchanged"] == 1.0
     assert m["dead_new_tokens"] == 0
     assert m["zh_chars_per_token_after"] > 1.5 * m["zh_chars_per_token_before"]
 
@@ -149,6 +157,34 @@ def test_byte_level_ids_and_merges(bl_base, bl_expansion):
     assert sorted(i for t, i in new_vocab.items() if t not in old_vocab) == list(range(first_new, len(new_vocab)))
     assert len(set(new_vocab)) == len(new_vocab) == len(bl_expansion.tokenizer)  # no duplicate strings
     assert all(bytelevel_expand.is_char_start(t) for t in bl_expansion.new_tokens)
+
+
+def test_byte_level_keeps_special_ids_outside_the_model_vocab(bl_base, held_out, tmp_path):
+    """Llama-3 and Qwen keep special tokens out of the BPE vocabulary, after its last id: they must keep their ids."""
+    import copy
+
+    zh, en = held_out
+    base = copy.deepcopy(bl_base)
+    base.add_special_tokens({"bos_token": "<|begin_of_text|>", "additional_special_tokens": ["<|im_end|>"]})
+    bos = base.bos_token_id
+    exp = tx.expand(base, corpora.people_daily("train")[:300], 100)
+    assert exp.tokenizer.bos_token_id == bos and exp.tokenizer.convert_ids_to_tokens(bos) == "<|begin_of_text|>"
+    m = tx.tokenizer_metrics(exp, zh, en)
+    assert m["base_ids_unchanged"] == 1.0 and m["roundtrip_rate"] == 1.0
+    exp.tokenizer.save_pretrained(tmp_path)
+    assert tx.base_ids_unchanged(base, tx.load_tokenizer(tmp_path)) == 1.0
+    assert min(exp.tokenizer.convert_tokens_to_ids(exp.new_tokens)) > max(base.get_vocab().values())
+
+
+def test_base_ids_unchanged_sees_a_moved_token(bl_base):
+    import copy
+
+    moved = copy.deepcopy(bl_base)
+    moved.add_special_tokens({"bos_token": "<s>"})
+    base = copy.deepcopy(bl_base)
+    base.add_special_tokens({"bos_token": "<other>"})  # same id, another string
+    assert tx.base_ids_unchanged(bl_base, moved) == 1.0  # tokens only added
+    assert tx.base_ids_unchanged(base, moved) == 1 - 1 / len(base)
 
 
 def test_byte_level_saved_tokenizer_reloads(bl_expansion, held_out, tmp_path):

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import artifacts
-from .errors import ZhllmError
+from .errors import ConfigError, ZhllmError
 from .profiles import PROFILES, current
 
 MODEL_STAGES = ("base", "cpt", "shipped", "sft", "dpo")
@@ -69,9 +69,24 @@ def train(stage: str, config: str, overrides: list[str]) -> None:
               f"loss.json in {args.output_dir}")
 
 
+def check_eval_args(limit: int | None, batch_size: int, output: str | None) -> None:
+    """Refuse bad `eval` arguments before any model is loaded or question scored."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 (questions per subject), got {limit}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if output:
+        path = Path(output)
+        if path.is_dir():
+            raise ConfigError(f"--output {output} is a folder; give a file name, e.g. {path / 'ceval.json'}")
+        if not path.parent.is_dir():
+            raise ConfigError(f"--output {output}: the folder {path.parent} does not exist; create it first")
+
+
 def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str, fmt: str | None,
                limit: int | None, batch_size: int, output: str | None, profile: str) -> None:
     """Score one model on a C-Eval-format exam; without --model, build stage 06 (every stage model)."""
+    check_eval_args(limit, batch_size, output)
     if model is None:
         artifacts.ensure("ceval", profile)
         print("\n".join(line for line in results_table(profile).splitlines() if line.startswith("ceval")))

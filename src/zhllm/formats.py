@@ -149,14 +149,19 @@ CONVERTERS = {"messages": _from_messages, "sharegpt": _from_sharegpt,
 
 
 def detect_format(row: dict) -> str:
-    """Which layout a row is in, from its keys (`messages`, `conversations`, `conversation`, `instruction`)."""
-    if "messages" in row:
+    """Which layout a row is in, from its keys (`messages`, `conversations`, `conversation`, `instruction`).
+
+    Keys holding None do not count: a file mixing layouts, read by `datasets`, gives every row every
+    column, the other layout's ones set to None, and those must not decide the layout.
+    """
+    keys = {k for k, v in row.items() if v is not None}
+    if "messages" in keys:
         return "messages"
-    if "conversations" in row:
+    if "conversations" in keys:
         return "sharegpt"
-    if "conversation" in row:
+    if "conversation" in keys:
         return "firefly"
-    if {"instruction", "input", "output"} & set(row):
+    if {"instruction", "input", "output"} & keys:
         return "alpaca"
     return ""
 
@@ -262,6 +267,17 @@ def normalize_rows(rows, source: str, strict: bool = True, system: str | None = 
 def normalize_preferences(rows, source: str, strict: bool = True) -> tuple[list[dict], dict]:
     """All rows as checked {prompt, chosen, rejected} messages, plus the same report as `normalize_rows`."""
     return _normalize(rows, source, lambda row, i: validate_preference(row, i, source), strict)
+
+
+def check_count(rows: list, asked: int, source: str) -> list:
+    """`rows` when there are as many as `asked`; else a DataError with both counts.
+
+    A hub split sliced as `train[:N]` silently returns fewer rows when the set is smaller than N.
+    """
+    if len(rows) < asked:
+        raise DataError(f"{len(rows)} rows, {asked} asked for: the data set is smaller than that; ask for "
+                        f"at most {len(rows)}", source=source)
+    return rows
 
 
 def describe(report: dict) -> str:

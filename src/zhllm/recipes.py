@@ -112,11 +112,23 @@ def recipe_types(stage: str) -> tuple[type, type]:
 
 
 def read(path: str | Path) -> dict:
-    """The recipe file as a dict; a missing file or one that is not a YAML mapping is a ConfigError."""
+    """The recipe file as a dict; a missing, unreadable or empty file, or one that is not a YAML mapping,
+    is a ConfigError naming the file (UTF-8 with or without a byte-order mark is read)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"recipe {path} is a folder; give the file, e.g. {path / 'sft.yaml'}")
     if not path.is_file():
         raise ConfigError(f"recipe {path} not found (recipes live in configs/recipes/<profile>/<stage>.yaml)")
-    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}); save the recipe as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"{path}: the recipe file is empty")
+    try:
+        recipe = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(recipe, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of key: value")
     return recipe
@@ -156,6 +168,28 @@ def check_types(path: Path, obj, keys) -> None:
                 raise ConfigError(f"{path}: {f.name} must be {f.type.__name__}, not {value!r}")
 
 
+# numeric keys and the values that make sense: (lowest, highest, whether the lowest itself is allowed)
+RANGES = {**{k: (0, None, False) for k in ("lora_r", "lora_alpha", "block_size", "train_chars", "train_pairs",
+                                            "heldout_pairs", "learning_rate", "embed_learning_rate",
+                                            "per_device_train_batch_size", "gradient_accumulation_steps")},
+          **{k: (0, None, True) for k in ("exam_per_subject", "hub_rows", "weight_decay", "max_grad_norm")},
+          **{k: (0, 1, True) for k in ("english_share", "warmup_ratio")}}
+
+
+def check_ranges(path: Path, obj) -> None:
+    """Numeric keys within their range: YAML and argparse accept `lora_r: -8`, training would not."""
+    for f in fields(obj):
+        value = getattr(obj, f.name, None)
+        if f.name not in RANGES or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        low, high, low_ok = RANGES[f.name]
+        if value < low or (value == low and not low_ok) or (high is not None and value > high):
+            allowed = f"at least {low}" if low_ok else f"above {low}"
+            if high is not None:
+                allowed += f" and at most {high}"
+            raise ConfigError(f"{path}: {f.name} must be {allowed}, not {value!r}")
+
+
 def machine_overrides() -> list[str]:
     """On a machine without CUDA, train on the CPU: the rule the stage builds follow too.
 
@@ -183,6 +217,7 @@ def load(path: str | Path, stage: str, overrides=()) -> tuple:
     check_choices(path, kit)
     for obj in (kit, args):
         check_types(path, obj, set(recipe))
+        check_ranges(path, obj)
     return kit, args
 
 

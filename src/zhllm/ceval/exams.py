@@ -40,11 +40,25 @@ class Exam:
     subjects: dict = field(default_factory=dict)  # subject -> (Chinese name, category)
     hard: tuple = ()
 
+    def shots(self, q: Question) -> list:
+        """The dev shots for `q`: its subject's pool in file order, without `q` itself."""
+        return without(q, self.dev.get(q.subject, []))
+
     def all(self) -> list:
         return [q for qs in self.questions.values() for q in qs]
 
     def __len__(self):
         return sum(len(qs) for qs in self.questions.values())
+
+
+def without(q: Question, shots) -> list:
+    """`shots` less `q` itself (the same row: every field equal), file order kept.
+
+    Scoring the dev split with dev shots would otherwise show a question, solved, before asking
+    it; lm-evaluation-harness leaves the scored document out of its shots the same way, and the
+    next row takes its place.
+    """
+    return [s for s in shots if s != q]
 
 
 # ---- reading files -----------------------------------------------------------------------------
@@ -58,6 +72,10 @@ def _make_question(rec: dict, layout: str, subject: str, source: str, row: int,
                    need_answer: bool) -> Question:
     """Validate one record and turn it into a Question; errors name the file, the row and the field."""
     id_col, q_col, a_col, e_col = LAYOUTS[layout]
+    extra = extra_options(rec)
+    if extra:
+        raise DataError(f"option column(s) {extra} beyond A-D: this scorer handles four options only",
+                        source=source, row=row, field=extra[0])
     if None in rec or any(v is None for v in rec.values()):
         raise DataError("wrong number of fields (an unquoted comma or a missing value?)",
                         source=source, row=row)
@@ -75,23 +93,37 @@ def _make_question(rec: dict, layout: str, subject: str, source: str, row: int,
                     explanation=str(rec.get(e_col) or "") if e_col else "", source=source, row=row)
 
 
+def extra_options(columns) -> list[str]:
+    """Option columns after D (E, F, ...): a five-choice exam this scorer must not half-read."""
+    return sorted(c for c in columns if isinstance(c, str) and len(c) == 1 and "E" <= c <= "Z")
+
+
 def read_csv(path: Path, subject: str, layout: str = "ceval", need_answer: bool = True) -> list[Question]:
     """Read one subject file; row numbers in errors count data rows from 1 (the header is row 0).
 
     `newline=""` keeps the "\\r\\n" inside quoted questions, as pandas and the hub copy do: a
-    tokenizer sees those bytes, so dropping them would change scores.
+    tokenizer sees those bytes, so dropping them would change scores. "utf-8-sig" also reads the
+    byte-order mark Excel writes in front of "CSV UTF-8" files.
     """
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        id_col, q_col, a_col, _ = LAYOUTS[layout]
-        required = [id_col, q_col, *LETTERS] + ([a_col] if need_answer else [])
-        for col in required:
-            if col not in header:
-                raise DataError(f"missing column {col!r}; the header is {header}", source=str(path),
-                                row=0, field=col)
-        out = [_make_question(rec, layout, subject, str(path), i, need_answer)
-               for i, rec in enumerate(reader, start=1)]
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            id_col, q_col, a_col, _ = LAYOUTS[layout]
+            required = [id_col, q_col, *LETTERS] + ([a_col] if need_answer else [])
+            for col in required:
+                if col not in header:
+                    raise DataError(f"missing column {col!r}; the header is {header}", source=str(path),
+                                    row=0, field=col)
+            extra = extra_options(header)
+            if extra:
+                raise DataError(f"option column(s) {extra} beyond A-D: this scorer handles four options "
+                                "only", source=str(path), row=0, field=extra[0])
+            out = [_make_question(rec, layout, subject, str(path), i, need_answer)
+                   for i, rec in enumerate(reader, start=1)]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 (byte {exc.start}: {exc.object[exc.start:exc.start + 2]!r}; a GBK file?): "
+                        "re-save it as UTF-8, e.g. Excel's \"CSV UTF-8\"", source=str(path)) from None
     if not out:
         raise DataError("no questions in file", source=str(path))
     return out
@@ -256,7 +288,7 @@ def shot_answer(q: Question, fmt: PromptFormat) -> str:
 def render(q: Question, fmt, subject_name: str, shots=(), tokenizer=None) -> str:
     """The exact text the model reads before its answer (the scored letter is not included)."""
     fmt = get_format(fmt)
-    shots = list(shots)[:fmt.shots]
+    shots = without(q, shots)[:fmt.shots]
     header = fmt.header.format(subject=subject_name)
     if fmt.chat:
         return _render_chat(q, fmt, header, shots, tokenizer)
@@ -285,9 +317,10 @@ def render_fitting(q: Question, fmt, subject_name: str, shots, tokenizer, max_to
     script also drops shots, C-Eval's does not — so the count used is reported, never hidden.
     """
     fmt = get_format(fmt)
+    shots = without(q, shots)
     n = min(fmt.shots, len(shots))
     while True:
-        prompt = render(q, fmt, subject_name, list(shots)[:n], tokenizer)
+        prompt = render(q, fmt, subject_name, shots[:n], tokenizer)
         if n == 0 or len(tokenizer(prompt)["input_ids"]) + 2 <= max_tokens:
             return prompt, n
         n -= 1

@@ -4,6 +4,7 @@ lm-eval's own task files define the prompt; we only point them at a folder inste
 model is a tiny random Llama with a byte-level BPE trained on People's Daily, so Chinese is covered
 and a run over all 1,346 val questions takes seconds: agreement is about the scoring, not the model.
 """
+import csv
 import io
 import logging
 import sys
@@ -18,6 +19,7 @@ from .exams import LMEVAL_HEADER, load_folder, subject_table, with_shots
 from .scoring import Result, _argmax, score_exam, summarize
 
 TASK_PREFIX = "zhllm-ceval-valid"
+READER = "zhllm_text_csv"  # the module, written beside the task files, that lm-eval reads the CSVs with
 FORMAT = "lmeval_ceval_valid"  # our PromptFormat configured like lm-eval's ceval-valid (0 shots)
 
 
@@ -34,9 +36,9 @@ def write_tasks(data_dir: Path, task_dir: Path, subjects: list | None = None) ->
     """Write lm-eval task files that reuse its installed ceval-valid configs but read `data_dir`.
 
     Only the data source changes: `include` pulls lm-eval's own `_default_ceval_yaml` (prompt,
-    choices, target, metrics), and each subject keeps lm-eval's own description.
-    Returns the group name to pass as the task. `keep_default_na` stops pandas from turning an
-    option such as "None" into a missing value.
+    choices, target, metrics), and each subject keeps lm-eval's own description; the files are
+    read by `read_as_text` (through a small module written beside the tasks, which lm-eval's
+    `!function` tag imports). Returns the group name to pass as the task.
     """
     upstream = _lm_eval_tasks_dir()
     task_dir = Path(task_dir)
@@ -56,15 +58,37 @@ def write_tasks(data_dir: Path, task_dir: Path, subjects: list | None = None) ->
             include=str(upstream / "_default_ceval_yaml"), task=f"{TASK_PREFIX}_{subject}",
             dataset_path="csv",
             dataset_kwargs={"data_files": {"val": str(data_dir / "val" / f"{subject}_val.csv"),
-                                           "dev": str(data_dir / "dev" / f"{subject}_dev.csv")},
-                            "keep_default_na": False})
+                                           "dev": str(data_dir / "dev" / f"{subject}_dev.csv")}})
         (task_dir / f"{TASK_PREFIX}_{subject}.yaml").write_text(
-            yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+            yaml.safe_dump(cfg, allow_unicode=True) + f"custom_dataset: !function {READER}.load\n",
+            encoding="utf-8")
         names.append(cfg["task"])
+    (task_dir / f"{READER}.py").write_text(
+        '"""lm-eval reads the C-Eval CSVs through this: every cell as text (see zhllm.ceval.lmeval)."""\n'
+        "from zhllm.ceval.lmeval import read_as_text as load  # noqa: F401\n", encoding="utf-8")
     group = {"group": TASK_PREFIX, "task": names, "metadata": {"version": 2.0},
              "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}]}
     (task_dir / f"_{TASK_PREFIX}.yaml").write_text(yaml.safe_dump(group), encoding="utf-8")
     return TASK_PREFIX
+
+
+def read_as_text(data_files: dict, **_):
+    """Each split's CSV as a `datasets.Dataset` with every cell a string, "None" and "" included.
+
+    Left to itself the CSV reader types a column of numbers as int or float: a subject whose
+    options are all numbers then fails to parse ("(1) (2) (3)" as a double) or renders 3 as 3.0.
+    lm-eval passes its metadata too (ignored here).
+    """
+    import datasets
+
+    splits = {}
+    for split, path in data_files.items():
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f), [])
+        features = datasets.Features({column: datasets.Value("string") for column in header})
+        splits[split] = datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
+                                              keep_default_na=False, encoding="utf-8-sig")
+    return datasets.DatasetDict(splits)
 
 
 @contextmanager

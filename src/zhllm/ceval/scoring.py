@@ -139,7 +139,7 @@ def score_exam(model, tokenizer, exam: Exam, fmt, batch_size: int = 16, subjects
     for subject in subjects or exam.questions:
         zh = exam.subjects[subject][0]
         for q in exam.questions[subject][:limit]:
-            prompt, n = render_fitting(q, fmt, zh, exam.dev.get(subject, []), tokenizer, max_tokens)
+            prompt, n = render_fitting(q, fmt, zh, exam.shots(q), tokenizer, max_tokens)
             items.append(q)
             prompts.append(prompt)
             shots_used.append(n)
@@ -185,7 +185,7 @@ def generate_answers(model, tokenizer, exam: Exam, fmt="official_cot_5shot", max
     items, prompts = [], []
     for subject in subjects or exam.questions:
         for q in exam.questions[subject][:limit]:
-            prompt, _ = render_fitting(q, fmt, exam.subjects[subject][0], exam.dev.get(subject, []),
+            prompt, _ = render_fitting(q, fmt, exam.subjects[subject][0], exam.shots(q),
                                        tokenizer, max_tokens)
             items.append(q)
             prompts.append(prompt)
@@ -280,4 +280,4 @@ def submission(results: list[Result]) -> dict:
 
 def prompt_of(exam: Exam, q, fmt, tokenizer=None) -> str:
     """The rendered prompt for one question with the format's full number of shots (for display)."""
-    return render(q, fmt, exam.subjects[q.subject][0], exam.dev.get(q.subject, []), tokenizer)
+    return render(q, fmt, exam.subjects[q.subject][0], exam.shots(q), tokenizer)

@@ -96,7 +96,7 @@ def hub_pairs(name: str, split: str = "train", limit: int = 2000, max_chars: int
     """Rows of a hub preference set, normalised and validated; too-long rows are removed and counted."""
     from datasets import load_dataset
 
-    raw = load_dataset(name, split=f"{split}[:{limit}]")
+    raw = formats.check_count(list(load_dataset(name, split=f"{split}[:{limit}]")), limit, name)
     rows, report = formats.normalize_preferences((_from_hub_row(dict(r)) for r in raw), name, strict=False)
     kept = [r for r in rows if sum(len(m["content"]) for k in r for m in r[k]) <= max_chars]
     if len(kept) < len(rows):

@@ -57,8 +57,8 @@ def hub_examples(name: str, limit: int) -> tuple[list[dict], dict]:
     bad rows are removed and counted by reason (`formats.normalize_rows(strict=False)`)."""
     from datasets import load_dataset
 
-    conversations, report = formats.normalize_rows(load_dataset(name, split=f"train[:{limit}]"), name,
-                                                   strict=False)
+    raw = formats.check_count(list(load_dataset(name, split=f"train[:{limit}]")), limit, name)
+    conversations, report = formats.normalize_rows(raw, name, strict=False)
     return [{"task": "hub", "messages": m} for m in conversations], report
 
 

@@ -11,7 +11,8 @@ Modules:
 - `embeddings`: resize a model for the expanded tokenizer and initialise the new rows (mean init, Hewitt bound).
 """
 from . import bytelevel, embeddings, expansion, sentencepiece
-from .expansion import (BYTE_RE, PUBLISHED_CHARS_PER_TOKEN, SETTINGS, Expansion, anchor_metrics, build,
-                        byte_fallback_share, chars_per_token, dead_tokens, encode, english_batch, english_lines,
-                        expand, find_sp_model, is_partial_token, kind, kl_after_resize, load_tokenizer,
-                        roundtrip_rate, same_ids_rate, save, sp_hf_agreement, tokenizer_metrics, wrap)
+from .expansion import (BYTE_RE, PUBLISHED_CHARS_PER_TOKEN, SETTINGS, Expansion, anchor_metrics, base_ids_unchanged,
+                        build, byte_fallback_share, chars_per_token, dead_tokens, encode, english_batch,
+                        english_lines, expand, find_sp_model, is_partial_token, kind, kl_after_resize,
+                        load_tokenizer, roundtrip_rate, same_ids_rate, save, sp_hf_agreement, tokenizer_metrics,
+                        wrap)

@@ -173,11 +173,16 @@ def extend(base_backend: Tokenizer, merges: list[tuple[str, str]]) -> Tokenizer:
     """A copy of the base backend with `merges` appended and their tokens given fresh ids.
 
     New ids start after the largest existing id, special tokens included, so no id changes meaning.
+    Llama-3 and Qwen keep their special tokens outside the BPE vocabulary, and `tokenizers` (0.23)
+    renumbers such added tokens from the model's vocabulary size on load: once new tokens fill the
+    ids after the specials' gap, <|begin_of_text|> would move onto a new token's id. Putting each
+    added token into the model vocabulary under its own id pins it (no merge can produce it).
     """
     state = json.loads(base_backend.to_str())
     model = state["model"]
-    taken = list(model["vocab"].values()) + [t["id"] for t in state.get("added_tokens", [])]
-    next_id = max(taken) + 1
+    for token in state.get("added_tokens", []):
+        model["vocab"].setdefault(token["content"], token["id"])
+    next_id = max(model["vocab"].values()) + 1
     string_merges = bool(model["merges"]) and isinstance(model["merges"][0], str)
     for a, b in merges:
         if a + b in model["vocab"]:

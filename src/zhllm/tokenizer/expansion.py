@@ -3,7 +3,7 @@
 `expand` takes any Hugging Face tokenizer (object, path or hub name) and picks the path by its
 type: SentencePiece BPE with byte fallback (Llama-2 style, `zhllm.tokenizer.sentencepiece`) or byte-level BPE
 (GPT-2 / Llama-3 / Qwen style, `zhllm.tokenizer.bytelevel`). The metric helpers below measure what
-the issue asks for; `build` runs the whole stage for `zhllm.artifacts`.
+the stage reports; `build` runs the whole stage for `zhllm.artifacts`.
 """
 import copy
 import json
@@ -91,6 +91,7 @@ class Expansion:
     sp_model: object = None  # SentencePiece path: the expanded ModelProto,
     base_sp_model: object = None  # the base's,
     zh_sp_model: object = None  # and the Chinese model the pieces came from
+    base: object = None  # the tokenizer as given, whose ids must all survive
 
 
 def expand(tokenizer, texts, n_new: int, sp_model=None, zh_sp_vocab: int = 8000) -> Expansion:
@@ -102,12 +103,12 @@ def expand(tokenizer, texts, n_new: int, sp_model=None, zh_sp_vocab: int = 8000)
         backend, merges, report = bytelevel_expand.expand(tokenizer.backend_tokenizer, texts, n_new,
                                                           size=len(tokenizer))
         new = wrap(backend, like=tokenizer)
-        return Expansion(how, new, tokenizer, [a + b for a, b in merges], report)
+        return Expansion(how, new, tokenizer, [a + b for a, b in merges], report, base=tokenizer)
     base = sp_expand.load_proto(find_sp_model(tokenizer, sp_model))
     zh = sp_expand.train_chinese_sp(texts, base, zh_sp_vocab)
     proto, pieces, report = sp_expand.expand(base, zh, n_new)
     return Expansion(how, sp_expand.hf_tokenizer(proto, like=tokenizer),
-                     sp_expand.hf_tokenizer(base, like=tokenizer), pieces, report, proto, base, zh)
+                     sp_expand.hf_tokenizer(base, like=tokenizer), pieces, report, proto, base, zh, tokenizer)
 
 
 def wrap(backend, like):
@@ -198,8 +199,20 @@ def english_lines(docs) -> list[str]:
     return [line for doc in docs for line in doc.splitlines() if line.strip()]
 
 
+def base_ids_unchanged(base, new) -> float:
+    """Fraction of the base's tokens, special ones included, that keep both their id and their string.
+
+    Anything below 1.0 breaks the model: an embedding row, a chat template or a saved dataset would
+    then mean another token. Must be 1.0.
+    """
+    vocab, new_vocab = base.get_vocab(), new.get_vocab()
+    back = new.convert_ids_to_tokens(list(vocab.values()))
+    kept = sum(new_vocab.get(token) == i and again == token for (token, i), again in zip(vocab.items(), back))
+    return kept / max(1, len(vocab))
+
+
 def tokenizer_metrics(exp: Expansion, zh_lines, en_lines) -> dict:
-    """The issue's tokenizer metrics on held-out Chinese and English lines."""
+    """The stage's tokenizer metrics on held-out Chinese and English lines."""
     before, after = encode(exp.before, zh_lines), encode(exp.tokenizer, zh_lines)
     n_before, n_after = sum(map(len, before)), sum(map(len, after))
     n_old = len(exp.before)
@@ -214,6 +227,7 @@ def tokenizer_metrics(exp: Expansion, zh_lines, en_lines) -> dict:
         "vocab_size": len(exp.tokenizer),
         "en_lines_unchanged": same_ids_rate(encode(exp.before, en_lines), encode(exp.tokenizer, en_lines)),
         "roundtrip_rate": roundtrip_rate(exp.tokenizer, list(zh_lines) + list(en_lines)),
+        "base_ids_unchanged": base_ids_unchanged(exp.base if exp.base is not None else exp.before, exp.tokenizer),
     }
     if exp.sp_model is not None:
         lines = list(zh_lines) + list(en_lines)

@@ -143,19 +143,33 @@ def select_pieces(zh: sp_pb2.ModelProto, base: sp_pb2.ModelProto) -> tuple[list[
 def append_pieces(base: sp_pb2.ModelProto, pieces: list[str]) -> sp_pb2.ModelProto:
     """A copy of `base` with `pieces` appended, each scored below every base piece and all distinct.
 
-    Scores are float32 in the model file: we step down by 1 from the lowest base score, which stays
-    exact up to 2**24; a scheme like -1e9 - i would round neighbours to the same float (a tie).
+    Scores are float32 in the model file, and Llama-2 gives its whitespace pieces (▁▁) -1e9, where
+    float32 steps are 64 apart: see `scores_below` for how the new scores stay distinct and ordered.
     """
     proto = sp_pb2.ModelProto()
     proto.CopyFrom(base)
     lowest = min((p.score for p in base.pieces if p.type == NORMAL), default=0.0)
-    scores = np.float32(lowest) - 1 - np.arange(len(pieces), dtype=np.float64)
-    if len(set(np.float32(scores).tolist())) != len(pieces) or (len(pieces) and abs(scores[-1]) >= 2**24):
-        raise TokenizerError("new piece scores collide in float32; the base's scores are too negative")
-    for piece, score in zip(pieces, scores.tolist()):
+    for piece, score in zip(pieces, scores_below(lowest, len(pieces))):
         proto.pieces.append(Piece(piece=piece, score=score, type=NORMAL))
     proto.trainer_spec.vocab_size = len(proto.pieces)
     return proto
+
+
+def scores_below(lowest: float, n: int) -> list[float]:
+    """`n` float32 scores, strictly decreasing, all below `lowest`: steps of 1, or of one float32 step.
+
+    A step of 1 is lost to rounding once scores pass 2**24 in size (at -1e9 it would give ties, and
+    SentencePiece breaks ties by position, the Hugging Face tokenizer by rank); the next float32
+    down is always distinct, so below -2**24 we step by that instead.
+    """
+    scores, score = [], np.float32(lowest)
+    floor = np.finfo(np.float32).min
+    for _ in range(n):
+        if score <= floor:
+            raise TokenizerError(f"no room for {n} distinct float32 scores below the base's lowest score {lowest}")
+        score = min(np.float32(score - np.float32(1)), np.nextafter(score, floor))
+        scores.append(float(score))
+    return scores
 
 
 def dead_pieces(proto: sp_pb2.ModelProto, pieces: list[str]) -> list[str]:
