@@ -46,6 +46,7 @@ import math
 import time
 
 import matplotlib.pyplot as plt
+import torch
 
 from zhllm import artifacts, base, corpora, runtime
 from zhllm import tokenizer as tokenizer_expand
@@ -186,12 +187,10 @@ print(tokenizer.decode(out[0], skip_special_tokens=True))
 
 # %%
 if PROFILE == "tiny":
-    from transformers import AutoModelForCausalLM
-
     from zhllm import shipped
 
     card = shipped.read_card()
-    shipped_base = AutoModelForCausalLM.from_pretrained(shipped.model_dir(part="english_base"))
+    shipped_base = load_causal_lm(str(shipped.model_dir(part="english_base")), dtype=torch.float32)
     shipped_metrics = base.evaluate(shipped_base, tokenizer, PROFILE)
     print(f"this notebook: {train_tokens:>11,} tokens -> held-out English {metrics['en_bpc_heldout']:.3f} bits/char")
     print(f"shipped base:  {card['metrics']['english_tokens']:>11,} tokens -> held-out English "
