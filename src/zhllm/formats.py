@@ -9,8 +9,13 @@ Chinese instruction sets come in a few layouts (指令数据格式):
 Every row is checked, and a bad row raises `RowError` (a `zhllm.errors.DataError`) naming the source, the
 row index and the field, with a `reason` code. `normalize_rows(..., strict=False)` removes bad rows instead,
 and its report counts every removal by reason: nothing is dropped silently.
+
+Local files (a .json array, .jsonl lines, or a folder of them) are read by `read_records`, values exactly
+as written, and `read_local` normalises them file by file, so an error names the file and its row.
 """
+import json
 from collections import Counter
+from pathlib import Path
 
 from .errors import DataError
 
@@ -285,3 +290,134 @@ def describe(report: dict) -> str:
     why = ", ".join(f"{reason} {n}" for reason, n in report["removed"].items()) or "none"
     return (f"{report['source']}: {report['rows']} rows, kept {report['kept']}, "
             f"removed {report['rows'] - report['kept']} ({why})")
+
+
+# ---- local files: .json, .jsonl, or a folder of them ------------------------------------------------
+
+JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def is_local_path(name: str) -> bool:
+    """Whether a dataset name means a local file or folder rather than a hub id (`org/name`)."""
+    return (Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
+            or name.lower().endswith(JSON_SUFFIXES))
+
+
+def data_files(path) -> list[Path]:
+    """The files `path` names: itself (a .json or .jsonl file), or a folder's *.json and *.jsonl, sorted.
+
+    Hidden files (such as the `._name.json` files macOS leaves in copied folders) are not data.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in JSON_SUFFIXES:
+            raise DataError(f"a {path.suffix or 'suffix-less'} file; give a .json file (an array of rows), "
+                            "a .jsonl file (one row per line) or a folder of them", source=str(path))
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in JSON_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            found = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+            raise DataError(f"a folder with no .json or .jsonl file in it (it holds {found[:8] or 'nothing'}); "
+                            "point at a folder of .json/.jsonl files or at one file", source=str(path))
+        return files
+    if path.exists():
+        raise DataError("neither a file nor a folder; give a .json/.jsonl file or a folder of them",
+                        source=str(path))
+    raise DataError("no such file or folder; give a .json/.jsonl file, a folder of them, or a hub id "
+                    "such as shibing624/alpaca-zh", source=str(path))
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text, with or without a byte-order mark; any other encoding is an error saying which it may be."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError("the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8",
+                        source=source)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        try:
+            data.decode("gbk")
+            guess = "; it may be GBK (GB2312), as Chinese editions of Windows tools save it"
+        except UnicodeDecodeError:
+            guess = ""
+        raise DataError(f"not UTF-8 (byte {exc.start}, line {line}){guess}; save it as UTF-8",
+                        source=source) from None
+
+
+def _json_rows(text: str, source: str) -> list:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = ("; if it holds one object per line it is JSON Lines: rename it to .jsonl"
+                if exc.msg == "Extra data" else "")
+        raise DataError(f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}{hint}",
+                        source=source) from None
+    if isinstance(data, dict):
+        raise DataError(f"one JSON object (keys {sorted(data)[:8]}), not an array of rows; a .json file must "
+                        "be [{...}, {...}]: save the list of rows itself, or one row per line as .jsonl",
+                        source=source)
+    if not isinstance(data, list):
+        raise DataError(f"a JSON {type(data).__name__}, not an array of rows", source=source)
+    return data
+
+
+def _jsonl_rows(text: str, source: str) -> list:
+    rows = []
+    # split on "\n" only: str.splitlines() also splits at U+2028 and other characters JSON strings may hold
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            hint = "; the file looks like one JSON array: rename it to .json" if line.strip() == "[" else \
+                "; a truncated or broken line: fix it or delete it"
+            raise DataError(f"line {number} is not valid JSON (column {exc.colno}: {exc.msg}){hint}",
+                            source=source) from None
+    return rows
+
+
+def read_records(path) -> list:
+    """The rows of one .json (an array) or .jsonl (a value per line) file, every value exactly as written.
+
+    Why not `datasets`' json loader: it infers one type per column, so a reply written as 2 in one row and
+    "2" in another comes back as 2 in both, and the valid row is removed with the bad one.
+    """
+    path = Path(path)
+    text = _decode(path.read_bytes(), str(path))
+    if not text.strip():
+        raise DataError("the file is empty", source=str(path))
+    read = _json_rows if path.suffix.lower() == ".json" else _jsonl_rows
+    rows = read(text, str(path))
+    if not rows:
+        raise DataError("no rows in the file (an empty array)", source=str(path))
+    return rows
+
+
+def read_local(path, limit: int, normalize) -> tuple[list, dict]:
+    """The first `limit` rows of a local file or folder (`data_files`), normalised, and one report for all.
+
+    `normalize(rows, source, strict=False)` is `normalize_rows`, `normalize_preferences` or a wrapper; each
+    file is normalised as its own source, so a removed row is named by its file and its row there (from 0,
+    blank lines not counted). Fewer rows than `limit` in all the files is an error (`check_count`).
+    """
+    pieces, total = [], 0
+    for file in data_files(path):
+        if total >= limit:
+            break
+        rows = read_records(file)[:limit - total]
+        pieces.append((file, rows))
+        total += len(rows)
+    check_count([row for _, rows in pieces for row in rows], limit, str(path))
+    kept, removed, errors = [], Counter(), []
+    for file, rows in pieces:
+        conversations, report = normalize(rows, str(file), strict=False)
+        kept += conversations
+        removed.update(report["removed"])
+        errors += report["errors"][:5 - len(errors)]
+    report = {"source": str(path), "rows": total, "kept": len(kept), "removed": dict(sorted(removed.items())),
+              "errors": errors, "files": {str(file): len(rows) for file, rows in pieces}}
+    return kept, report

@@ -68,7 +68,8 @@ class SftArguments:
     exam_per_subject: int = field(**_help(
         "exam-format questions per subject, on training text, mixed into the data (0 = none; see zhllm.ceval.kit_exam)"))
     hub_dataset: str | None = field(default=None, **_help(
-        "a hub instruction set (Alpaca/BELLE, ShareGPT or messages layout) added to the kit's tasks; null = none"))
+        "a hub instruction set (Alpaca/BELLE, ShareGPT or messages layout), or a local .json/.jsonl file or folder "
+        "of them, added to the kit's tasks; null = none"))
     hub_rows: int = field(default=0, **_help("rows of hub_dataset to use (its first ones)"))
 
 
@@ -85,7 +86,8 @@ class DpoArguments:
     train_pairs: int = field(**_help("preference pairs to train on"))
     heldout_pairs: int = field(**_help("held-out pairs (reward accuracy)"))
     hub_dataset: str | None = field(default=None, **_help(
-        "a hub preference set (prompt/chosen/rejected or MedicalGPT layout); null = the kit's review pairs"))
+        "a hub preference set (prompt/chosen/rejected or MedicalGPT layout), or a local .json/.jsonl file or "
+        "folder of them; null = the kit's review pairs"))
 
 
 CHOICES = {"profile": PROFILES, "quantization": (None, "4bit", "8bit"), "embeddings": ("full", "new_rows", "none")}

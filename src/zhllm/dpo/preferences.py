@@ -6,8 +6,9 @@ is a real positive review and the rejected one a real negative review that *both
 replies follow the instruction's form, so the only thing the pair teaches is the sentiment asked for.
 Train pairs come only from the reviews' "train" split and held-out pairs only from "heldout".
 
-colab/full normalise a Chinese preference set from the hub to the same schema; every row goes through
-`formats.validate_preference`, like SFT rows, and removals are counted, never silent.
+colab/full normalise a Chinese preference set from the hub (or a local .json / .jsonl file or folder) to the
+same schema; every row goes through `formats.validate_preference`, like SFT rows, and removals are counted,
+never silent.
 """
 import random
 import re
@@ -80,7 +81,7 @@ def _from_hub_row(row: dict) -> dict:
     Layouts: TRL's own (`prompt`/`chosen`/`rejected`, strings or messages) and MedicalGPT's
     (`system`, `history` [[user, assistant], ...], `question`, `response_chosen`, `response_rejected`).
     """
-    if "question" in row and "prompt" not in row:
+    if isinstance(row, dict) and "question" in row and "prompt" not in row:
         prompt = [{"role": "system", "content": row["system"]}] if row.get("system") else []
         for turn in row.get("history") or []:
             if not isinstance(turn, (list, tuple)) or len(turn) != 2:
@@ -92,17 +93,30 @@ def _from_hub_row(row: dict) -> dict:
     return row
 
 
-def hub_pairs(name: str, split: str = "train", limit: int = 2000, max_chars: int = 1000) -> tuple[list, dict]:
-    """Rows of a hub preference set, normalised and validated; too-long rows are removed and counted."""
-    from datasets import load_dataset
+def _normalize_local(rows, source: str, strict: bool = False) -> tuple[list, dict]:
+    return formats.normalize_preferences((_from_hub_row(r) for r in rows), source, strict=strict)
 
-    raw = formats.check_count(list(load_dataset(name, split=f"{split}[:{limit}]")), limit, name)
-    rows, report = formats.normalize_preferences((_from_hub_row(dict(r)) for r in raw), name, strict=False)
+
+def _without_long(rows: list, report: dict, max_chars: int) -> tuple[list, dict]:
+    """Rows of at most `max_chars` characters in all; the others are removed and counted as `too_long`."""
     kept = [r for r in rows if sum(len(m["content"]) for k in r for m in r[k]) <= max_chars]
     if len(kept) < len(rows):
         report["removed"]["too_long"] = len(rows) - len(kept)
         report["kept"] = len(kept)
     return kept, report
+
+
+def hub_pairs(name: str, split: str = "train", limit: int = 2000, max_chars: int = 1000) -> tuple[list, dict]:
+    """Rows of a hub preference set, normalised and validated; too-long rows are removed and counted.
+
+    `name` may be a local .json / .jsonl file or a folder of them, read by `formats.read_local` (no splits)."""
+    if formats.is_local_path(name):
+        return _without_long(*formats.read_local(name, limit, _normalize_local), max_chars)
+    from datasets import load_dataset
+
+    raw = formats.check_count(list(load_dataset(name, split=f"{split}[:{limit}]")), limit, name)
+    rows, report = formats.normalize_preferences((_from_hub_row(dict(r)) for r in raw), name, strict=False)
+    return _without_long(rows, report, max_chars)
 
 
 def pairs_for(profile: str, cfg: dict) -> tuple[list[dict], list[dict], str]:

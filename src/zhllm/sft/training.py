@@ -54,7 +54,12 @@ def load_policy(model_dir: Path, cfg: dict):
 
 def hub_examples(name: str, limit: int) -> tuple[list[dict], dict]:
     """The first `limit` rows of a hub instruction set (Alpaca / BELLE / ShareGPT / messages), normalised;
-    bad rows are removed and counted by reason (`formats.normalize_rows(strict=False)`)."""
+    bad rows are removed and counted by reason (`formats.normalize_rows(strict=False)`).
+
+    `name` may be a local .json / .jsonl file or a folder of them, read by `formats.read_local`."""
+    if formats.is_local_path(name):
+        conversations, report = formats.read_local(name, limit, formats.normalize_rows)
+        return [{"task": "hub", "messages": m} for m in conversations], report
     from datasets import load_dataset
 
     raw = formats.check_count(list(load_dataset(name, split=f"train[:{limit}]")), limit, name)
