@@ -16,7 +16,7 @@ TEST_RUNS ?= $(CURDIR)/runs/_test
 help:
 	@echo "make demo   - set up .venv, run every stage in the tiny profile (CPU, offline), print results"
 	@echo "make test   - set up .venv, run the test suite (unit tests + every notebook, offline)"
-	@echo "make notebooks - regenerate notebooks/*.ipynb from their .py sources"
+	@echo "make notebooks - run every notebook (tiny profile) and write its .ipynb with the outputs"
 	@echo "make labs   - regenerate labs/student and labs/solution notebooks from labs/*.py"
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
@@ -39,7 +39,7 @@ test: $(STAMP)
 		$(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 notebooks tests -v --durations=15
 
 notebooks: $(STAMP)
-	$(PY) scripts/sync_notebooks.py
+	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) scripts/sync_notebooks.py --execute
 
 labs: $(STAMP)
 	$(PY) scripts/make_labs.py

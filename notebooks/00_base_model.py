@@ -28,6 +28,15 @@
 # and its cost in sequence length.
 #
 # **Package.** This stage's code is `zhllm.base` (`src/zhllm/base/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - how a Llama-2-style SentencePiece tokenizer (BPE, byte fallback) is trained, and why it spends ~3 tokens on a Chinese character
+# - bits per character: the loss unit that stays fair when tokenizers differ
+# - what a small Llama pretrained on English knows, measured on held-out English and Chinese
+#
+# **Before this:** Python and a first look at PyTorch; no earlier notebook.
+#
+# **Time:** tiny: about 2-3 min on 2 CPU cores (trains the tokenizer and the model); colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -58,7 +67,9 @@ print(runtime.banner())
 
 # %% tags=["parameters"]
 PROFILE = current()          # "tiny" on a CPU, "colab" with a GPU; set ZHLLM_PROFILE to choose
-CFG = pick(base.SETTINGS, PROFILE)
+CFG = {**pick(base.SETTINGS, PROFILE),
+       # a Try-it changes a setting here, e.g. "max_steps": 100,
+       }
 SEED = CFG["seed"]
 CFG
 
@@ -224,9 +235,20 @@ print(artifacts.read_metrics("base", PROFILE))
 
 # %% [markdown]
 # ## Try it
-# 1. Tokenise a sentence of your own in Chinese and in English. How many tokens per character?
-#    Which Chinese characters, if any, did the English corpus give a piece of their own?
-# 2. Double `max_steps` in the parameters cell. How much does held-out BPC improve, and how long
-#    does it take? (Stage 05 turns this question into scaling laws.)
-# 3. Train the tokenizer with `allow_whitespace_only_pieces=True` (Llama-2's real setting) and
-#    rerun the agreement check. Which lines disagree, and why? (Hint: runs of spaces.)
+# Each Try-it changes one entry of `CFG` in the parameters cell; rerun the notebook from there.
+# 1. `"max_steps": 200` (double). Expect held-out English bits per character to fall further and the
+#    training cell to take about twice as long. (Stage 05 turns this trade into scaling laws.)
+# 2. `"vocab_size": 8192`. Expect more English characters per token (longer pieces) and Chinese still
+#    near three tokens per character: an English corpus gives Chinese no pieces, whatever the size.
+#
+# **Going further.** Tokenise a sentence of your own in Chinese and in English: how many tokens per
+# character? Train the tokenizer with `allow_whitespace_only_pieces=True` (Llama-2's real setting) and
+# rerun the agreement check: which lines disagree, and why? (Hint: runs of spaces.)
+
+# %% [markdown]
+# ## Takeaways
+# - An English-centric vocabulary reads Chinese byte by byte: several tokens per character, so Chinese costs more compute and context.
+# - Compare models by bits per character, never by loss per token: tokenizers change the token count, not the text.
+# - The base model's Chinese bits per character is the number every later stage has to beat.
+#
+# **Lab.** `labs/student/00_unigram_bpc.ipynb`: bits per character of a unigram model, and the mistakes that make it wrong (natural log, per token). Teachers: `labs/README.md`.

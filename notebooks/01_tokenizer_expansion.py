@@ -31,6 +31,15 @@
 # tokenizers (GPT-2 / Llama-3 / Qwen) real continued BPE training instead of `add_tokens`.
 #
 # **Package.** This stage's code is `zhllm.tokenizer` (`src/zhllm/tokenizer/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - how Chinese-LLaMA-2 adds ~20k Chinese pieces to a 32k SentencePiece vocabulary, and what goes wrong with score-0 pieces
+# - the invariants an expansion must keep: every old id and string unchanged, English tokenised exactly as before, round trips exact
+# - how new embedding rows are initialised so that the model's English is untouched
+#
+# **Before this:** notebook 00 (the base model and its tokenizer).
+#
+# **Time:** tiny: under 1 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %%
 import subprocess
@@ -358,3 +367,13 @@ print({k: round(v, 4) for k, v in metrics.items()})
 #    Check that `en_lines_unchanged` is still 1.0.
 # 5. Generate from the resized model with `model.generate`. Why can it never emit a padding row,
 #    and what would happen without `generation_config.suppress_tokens`?
+
+# %% [markdown]
+# ## Takeaways
+# - Vocabulary expansion cuts the tokens Chinese text needs (chars per token before and after, above); the model
+#   cannot use the new tokens until it is trained (stage 02).
+# - Appending pieces with score 0 makes the merge order arbitrary: give new pieces distinct scores below the old ones.
+# - Check invariants, not only the compression ratio: old ids, English tokenisation and round trips must not change.
+# - Byte-level tokenizers (GPT-2, Llama-3, Qwen) need new merges, not `add_tokens`.
+#
+# **Lab.** `labs/student/01_tokenizer_expansion.ipynb`: which candidate pieces an expansion may accept, and chars per token. Teachers: `labs/README.md`.

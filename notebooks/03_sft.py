@@ -28,6 +28,15 @@
 # (without their pad = EOS bug), and the "SFT teaches format and stopping" observation, measured.
 #
 # **Package.** This stage's code is `zhllm.sft` (`src/zhllm/sft/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - the SFT recipe in view: `LoraConfig` and `SFTConfig` (plus `BitsAndBytesConfig` for QLoRA)
+# - a chat template, a pad token different from EOS, and labels only on the replies: why each matters
+# - how to tell form (stopping, reply shape) from content (right answers), each against a trivial baseline
+#
+# **Before this:** notebook 02 (or the shipped model, which the tiny profile starts from); the idea of a loss mask.
+#
+# **Time:** tiny: about 3-5 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -44,8 +53,12 @@ if "google.colab" in sys.modules:
 import time
 
 import matplotlib.pyplot as plt
+import torch
+from peft import LoraConfig
+from transformers import BitsAndBytesConfig
+from trl import SFTConfig
 
-from zhllm import artifacts, chat, formats, sft, runtime
+from zhllm import artifacts, chat, cpt, formats, sft, runtime
 from zhllm.sft import tasks as sft_data
 from zhllm.errors import DataError
 from zhllm.modeling import count_parameters
@@ -55,8 +68,12 @@ runtime.set_threads()
 print(runtime.banner())
 
 # %% tags=["parameters"]
-PROFILE = current()
-CFG = pick(sft.SETTINGS, PROFILE)
+PROFILE = current()          # "tiny" on a CPU, "colab" with a GPU; set ZHLLM_PROFILE to choose
+CFG = {**pick(sft.SETTINGS, PROFILE),
+       # a Try-it changes a setting here, e.g. "max_steps": 100,
+       }
+# the model it starts from: the shipped checkpoint (tiny), or stage 02's with $ZHLLM_START_FROM=cpt
+print("starts from", artifacts.start_from(PROFILE))
 CFG
 
 # %% [markdown]
@@ -105,9 +122,51 @@ for task in train_report["examples"]:
 # keeps its own). The pad token must differ from EOS: collators mask padding out of the loss, and with
 # pad == EOS the EOS label would go too.
 
+# %% [markdown]
+# ### The recipe, in view
+# Three library objects are the whole SFT recipe: how the base weights are stored (`BitsAndBytesConfig`,
+# QLoRA's 4-bit NF4; the tiny profile trains in fp32 and has none), what trains (`LoraConfig`), and how
+# (`SFTConfig`, TRL's `TrainingArguments`). The values come from the parameters cell; edit them there or
+# here. `tests/test_notebook_recipes.py` holds these objects equal to what `zhllm demo` and
+# `configs/recipes/<profile>/sft.yaml` use.
+
+# %% tags=["recipe"]
+quantization = BitsAndBytesConfig(
+    load_in_4bit=True,                            # store the frozen base weights in 4 bits (QLoRA)
+    bnb_4bit_quant_type="nf4",                    # NormalFloat4: 16 levels spaced for normally distributed weights
+    bnb_4bit_use_double_quant=True,               # quantise the per-block scales too: ~0.4 bits/parameter saved
+    bnb_4bit_compute_dtype=runtime.dtype_for(),   # weights are dequantised to this for each matmul (fp16 on a T4)
+) if CFG["quantization"] == "4bit" else None      # tiny: None, the 6.9M-parameter model trains in fp32
+
+lora = LoraConfig(
+    r=CFG["lora_r"],                              # rank of the update B·A; 8-64 is usual (tiny: 64 of 256 dims)
+    lora_alpha=CFG["lora_alpha"],                 # the update is scaled by alpha / r
+    lora_dropout=0.0,                             # 0.05-0.1 on large sets; 0 for a few hundred steps
+    target_modules=cpt.LORA_TARGETS,              # every linear layer of every block (QLoRA's choice), not only q, v
+    modules_to_save=cpt.EMBEDDINGS if CFG["embeddings"] == "full" else None,  # embedding + output rows train too
+    task_type="CAUSAL_LM",
+)
+
+args = SFTConfig(
+    output_dir=str(artifacts.checkpoint_dir("sft", PROFILE)),  # checkpoints, kept until the stage completes
+    max_steps=CFG["max_steps"],                   # optimiser steps (tiny: about one pass over the examples)
+    per_device_train_batch_size=CFG["batch_size"],  # conversations per step (packed into one row when packing)
+    learning_rate=CFG["learning_rate"],           # LoRA takes ~10x a full fine-tune's rate: 2e-4 on 7B, 1e-3 tiny
+    lr_scheduler_type="cosine",                   # warm up, then decay to 0 by max_steps
+    warmup_steps=CFG["warmup_steps"],
+    max_length=CFG["max_length"],                 # longer conversations are removed and counted, never cut
+    activation_checkpointing=bool(CFG["quantization"]),  # recompute activations: memory for time (on for QLoRA)
+    bf16=runtime.dtype_for() == torch.bfloat16,   # mixed precision where the GPU has bf16 (A100/H100)
+    fp16=runtime.dtype_for() == torch.float16,    # ... fp16 on a T4; fp32 on a CPU
+    logging_steps=max(1, min(10, CFG["max_steps"] // 10)),
+    save_strategy="steps", save_steps=max(CFG["max_steps"] // 4, 1), save_total_limit=1,  # resume after a crash
+    seed=CFG["seed"], data_seed=CFG["seed"],      # same seed, same LoRA start and data order
+    use_cpu=not torch.cuda.is_available(), report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+)
+
 # %%
 model_dir = artifacts.start_model_dir(PROFILE)   # tiny: the shipped model; else stage 02 (built if missing)
-model, tokenizer = sft.load_policy(model_dir, CFG)
+model, tokenizer = sft.load_policy(model_dir, CFG, lora=lora, quantization=quantization)
 model.print_trainable_parameters()
 print(f"pad {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}) != eos {tokenizer.eos_token!r} "
       f"(id {tokenizer.eos_token_id})")
@@ -150,7 +209,7 @@ print(f"stop rate before: {before['stop_rate']:.2f}")
 
 # %%
 train_start = time.time()
-history = sft.train(model, tokenizer, rows, artifacts.checkpoint_dir("sft", PROFILE), CFG)
+history = sft.train(model, tokenizer, rows, artifacts.checkpoint_dir("sft", PROFILE), CFG, args=args)
 train_seconds = time.time() - train_start
 print(f"{CFG['max_steps']} steps in {train_seconds:.0f} s")
 plt.figure(figsize=(6, 3))
@@ -259,13 +318,26 @@ metrics
 
 # %% [markdown]
 # ## Try it
-# 1. Break it on purpose: set `tokenizer.pad_token = tokenizer.eos_token` before section 3 and rerun.
-#    `chat.collator` refuses (pad = EOS would mask every EOS out of the loss); force it through and the stop
-#    rate after training falls: the model never learns to end a reply.
-# 2. Set `packing=False` in the parameters cell: one conversation per row, padded. Expect fewer tokens per
-#    second for the same steps, and about the same scores.
-# 3. Set `max_steps` to 100 in the parameters cell. Expect the form first (stop rate and reply form near 1.0)
-#    and less content: the task scores fall back toward their baselines, the checks print crosses, and the
-#    stage is not saved.
-# 4. Set `ZHLLM_START_FROM=cpt` before starting Jupyter: the same SFT on the minute-long stage-02 model.
-#    Expect the form learnt and the content near the baselines: what SFT can show depends on pretraining.
+# Each Try-it changes one entry of `CFG` in the parameters cell; rerun the notebook from there. A run
+# whose checks print a cross is not saved, so notebooks 04 and 06 keep the stage they had.
+# 1. `"packing": False`: one conversation per row, padded. Expect fewer tokens per second for the same
+#    steps and about the same scores (the loss sees the same tokens).
+# 2. `"max_steps": 100`. Expect the form first (stop rate and reply form up) and less content: task
+#    scores nearer their baselines.
+# 3. `"lora_r": 8, "lora_alpha": 16`. Expect fewer trainable parameters (printed in section 3); on this
+#    small model the scores move little, as the LoRA paper found for large ones.
+# 4. Start Jupyter with `ZHLLM_START_FROM=cpt` (see the parameters cell): the same SFT on the minute-long
+#    stage-02 model. Expect the form learnt and the content near the baselines: what SFT can show depends
+#    on pretraining.
+#
+# **Going further.** Set `tokenizer.pad_token = tokenizer.eos_token` after section 3 and force the collator
+# through: the stop rate after training falls, because every EOS is masked out of the loss.
+
+# %% [markdown]
+# ## Takeaways
+# - SFT teaches the form of a reply and when to stop; the content comes from what pretraining taught.
+# - Pad must differ from EOS, the EOS must stay in the labels, and training and inference must render the same template.
+# - Score every task against a trivial baseline: a number alone says little.
+# - Packing without cross-attention between examples saves the compute padding wastes.
+#
+# **Lab.** `labs/student/03_sft_label_mask.ipynb`: building the label mask and the masked loss by hand. Teachers: `labs/README.md`.

@@ -28,6 +28,15 @@
 # β·log π(y|x)/π_ref(y|x) and its held-out accuracy; DPO's length drift.
 #
 # **Package.** This stage's code is `zhllm.dpo` (`src/zhllm/dpo/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - the DPO recipe in view: `LoraConfig` and `DPOConfig`
+# - why the reference model costs nothing here: it is the SFT model with the adapter switched off
+# - how to read reward accuracy and margins, and why an independent judge is needed beside them
+#
+# **Before this:** notebook 03 (the SFT model); log-probabilities of a sequence.
+#
+# **Time:** tiny: about 3 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -45,8 +54,11 @@ import json
 import time
 
 import matplotlib.pyplot as plt
+import torch
+from peft import LoraConfig
+from trl import DPOConfig
 
-from zhllm import artifacts, chat, dpo, runtime
+from zhllm import artifacts, chat, cpt, dpo, runtime
 from zhllm.dpo import preferences as preference_data
 from zhllm.modeling import count_parameters
 from zhllm.profiles import current, pick
@@ -55,8 +67,10 @@ runtime.set_threads()
 print(runtime.banner())
 
 # %% tags=["parameters"]
-PROFILE = current()
-CFG = pick(dpo.SETTINGS, PROFILE)
+PROFILE = current()          # "tiny" on a CPU, "colab" with a GPU; set ZHLLM_PROFILE to choose
+CFG = {**pick(dpo.SETTINGS, PROFILE),
+       # a Try-it changes a setting here, e.g. "max_steps": 100,
+       }
 CFG
 
 # %% [markdown]
@@ -104,8 +118,42 @@ print("rejected:", chat.render(tokenizer, row["prompt"] + row["rejected"])[-60:]
 # switches the copies off as well, so the reference is still exactly the SFT model. That is a copy of two
 # matrices, not of the model; on colab/full only LoRA is added.
 
+# %% [markdown]
+# ### The recipe, in view
+# `LoraConfig` says what trains; `DPOConfig` (TRL's `TrainingArguments` plus DPO's own) says how. The values
+# come from the parameters cell; `tests/test_notebook_recipes.py` holds these objects equal to what
+# `zhllm demo` and `configs/recipes/<profile>/dpo.yaml` use.
+
+# %% tags=["recipe"]
+lora = LoraConfig(
+    r=CFG["lora_r"],                              # rank of the fresh adapter DPO trains on top of the SFT model
+    lora_alpha=CFG["lora_alpha"],                 # scale alpha / r
+    lora_dropout=0.0,
+    target_modules=cpt.LORA_TARGETS,              # every linear layer of every block
+    modules_to_save=cpt.EMBEDDINGS if CFG["embeddings"] == "full" else None,  # tiny: embedding + output rows too
+    task_type="CAUSAL_LM",
+)
+
+args = DPOConfig(
+    output_dir=str(artifacts.checkpoint_dir("dpo", PROFILE)),
+    beta=CFG["beta"],                             # how far from the reference the policy may move: 0.1 usual;
+                                                  # the tiny policy drifts at 0.1, so it uses 0.5
+    learning_rate=CFG["learning_rate"],           # DPO wants small rates: 5e-7 (full) to 5e-5 (LoRA) on 7B
+    max_steps=CFG["max_steps"],                   # tiny: about one pass over the pairs
+    lr_scheduler_type="cosine", warmup_steps=CFG["warmup_steps"],
+    per_device_train_batch_size=CFG["batch_size"],  # pairs per step: each is two sequences, plus the reference's
+    gradient_accumulation_steps=CFG["grad_accum"],
+    per_device_eval_batch_size=20,
+    max_length=CFG["max_length"],                 # prompt + reply tokens; longer pairs lose their end
+    activation_checkpointing=CFG["gradient_checkpointing"],  # memory for time; on for the 1.1B model on a T4
+    bf16=runtime.dtype_for() == torch.bfloat16, fp16=runtime.dtype_for() == torch.float16,
+    logging_steps=max(1, CFG["max_steps"] // 20), save_strategy="no",
+    seed=CFG["seed"], data_seed=CFG["seed"],
+    use_cpu=not torch.cuda.is_available(), report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+)
+
 # %%
-trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout, CFG, artifacts.checkpoint_dir("dpo", PROFILE))
+trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout, CFG, args.output_dir, args=args, lora=lora)
 in_memory = dpo.parameters_in_memory(trainer.model)
 print("ref_model:", trainer.ref_model)
 print(f"parameters in memory: {in_memory['base']:,} (one copy of the SFT model) + {in_memory['lora']:,} (LoRA)"
@@ -241,17 +289,22 @@ metrics
 
 # %% [markdown]
 # ## Try it
-# 1. **β sweep.** β sets how far the policy may move from the reference (a larger β = a stiffer KL
-#    leash). Rerun sections 3–5 for β in (0.01, 0.1, 0.5), e.g.
-#    `dpo.make_trainer(dpo.load_policy(policy_dir)[0], tokenizer, train_rows, heldout, CFG, out, beta=b)`,
-#    and plot held-out reward accuracy, judge positive rate and mean length against β. Which β drifts
-#    longest?
-# 2. **Length drift.** DPO's sum of log-probabilities favours whichever reply is easier to extend.
-#    Build pairs where the chosen review is always the shorter one: does `mean_length_dpo` fall?
-# 3. **Reward model (optional).** Train TRL's `RewardTrainer` (a sequence-classification head on the
-#    SFT model, `RewardConfig(max_length=64)`) on the same `train_rows`, score the held-out pairs, and
-#    compare its accuracy with DPO's implicit reward: same data, an explicit reward instead of an
-#    implicit one (the first step of RLHF with PPO).
-# 4. **Layers only.** Set `CFG["embeddings"] = "none"` in the parameters cell (the GPU profiles' setting:
-#    LoRA on the layers, no trainable embedding or output rows) and rerun. How far do the reward accuracy,
-#    the bag-of-characters yardstick and the judge's positive rate end up apart?
+# Each Try-it changes one entry of `CFG` in the parameters cell; rerun the notebook from there. A run
+# whose checks print a cross is not saved, so notebook 06 keeps the stage it had.
+# 1. `"beta": 0.1` and then `"beta": 2.0`. β is the KL leash: expect a small β to move the policy further
+#    (larger length drift, the judge's rate moving more) and a large β to keep it near the SFT model.
+# 2. `"embeddings": "none"` (the GPU profiles' setting: LoRA on the layers only). Expect a lower held-out
+#    reward accuracy on this small model, further below the bag-of-characters yardstick.
+# 3. `"max_steps": 48` (half). Expect smaller margins and a smaller gain in the judge's positive rate.
+#
+# **Going further.** (a) Build pairs where the chosen review is always the shorter one: does
+# `mean_length_dpo` fall? (b) Train TRL's `RewardTrainer` on the same `train_rows` and compare its held-out
+# accuracy with DPO's implicit reward: the first step of RLHF with PPO.
+
+# %% [markdown]
+# ## Takeaways
+# - DPO needs pairs, a frozen reference and one hyperparameter, beta; no reward model and no sampling while training.
+# - The implicit reward beta * log(pi / pi_ref) ranks held-out pairs; compare it with what word counts alone can do.
+# - Judge the policy's own samples with a model training never saw, and watch the reply length: DPO drifts longer.
+#
+# **Lab.** `labs/student/04_dpo_loss.ipynb`: sequence log-probabilities and the DPO loss, checked against TRL. Teachers: `labs/README.md`.

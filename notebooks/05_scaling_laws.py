@@ -32,6 +32,15 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/zhllm/zhllm/blob/main/notebooks/05_scaling_laws.ipynb)
 #
 # **Package.** This stage's code is `zhllm.scaling` (`src/zhllm/scaling/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - Chinchilla's three approaches, fitted with scipy, and the paper's Table 3 regenerated
+# - how repeated data (Muennighoff) changes the plan when unique Chinese tokens are scarce
+# - how to turn a compute budget into a model size and a token count
+#
+# **Before this:** notebook 00 (what a training loss is); logarithms and curve fitting.
+#
+# **Time:** tiny: about 1-2 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %%
 import subprocess
@@ -364,14 +373,21 @@ print(f"-> {artifacts.stage_dir('scaling', PROFILE)}")
 
 # %% [markdown]
 # ## Try it
+# Each Try-it changes one name in the parameters cell; rerun the notebook from there.
+# 1. `N_BOOT = 50`, then `N_BOOT = 2000`. Expect the bootstrap interval of the sweep's exponent to shift a
+#    little with 50 resamples and to settle with 2000, and the run time to grow with the count.
+# 2. `SWEEP_CSV = "my_sweep.csv"` after `python scripts/isoflop_sweep.py --out my_sweep.csv --lr 3e-3`. Expect
+#    a different exponent: a learning rate tuned for one size is part of the fit.
 #
-# 1. Plan your own model: `scaling.plan(scaling.compute_budget(gpu_hours=..., peak_flops=..., mfu=...),
-#    unique_tokens=...)`. How many epochs does a 7B model trained on 20B unique Chinese tokens need?
-# 2. Refit Chinchilla without dropping the 5 worst points (`scaling.load_chinchilla(drop_highest=0)`).
-#    Which parameter moves most, and why does the Huber loss keep it from moving more?
-# 3. Fit Approach 3 with a squared loss instead of Huber (hint: a very large `delta`). What happens to E?
-# 4. Drop the smallest budget from the sweep and refit Approach 2. How much does a move, and does
-#    the bootstrap interval warn you?
-# 5. Run a sweep of your own, e.g. with another learning rate:
-#    `python scripts/isoflop_sweep.py --out my_sweep.csv --lr 3e-3`, then set `SWEEP_CSV`.
-#    On a GPU, raise `--budgets` by 100x and compare the exponent.
+# **Going further.** (a) Plan your own model: `scaling.plan(scaling.compute_budget(gpu_hours=...,
+# peak_flops=..., mfu=...), unique_tokens=...)`: how many epochs does a 7B model on 20B unique Chinese tokens
+# need? (b) Refit Chinchilla without dropping the 5 worst points (`scaling.load_chinchilla(drop_highest=0)`)
+# and with a squared loss (a very large Huber `delta`): what happens to E?
+
+# %% [markdown]
+# ## Takeaways
+# - For a fixed budget C ~ 6ND, parameters and tokens should grow together (about 20 tokens per parameter).
+# - Three fitting approaches give different exponents; a bootstrap interval says how far to trust yours.
+# - Up to about four passes over the same data cost little; beyond that, more unique tokens matter more than a bigger model.
+#
+# **Lab.** `labs/student/05_chinchilla_fit.ipynb`: the Huber objective of Approach 3 and the compute-optimal allocation. Teachers: `labs/README.md`.

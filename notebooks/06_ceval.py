@@ -32,6 +32,15 @@
 # `ceval-valid`.
 #
 # **Package.** This stage's code is `zhllm.ceval` (`src/zhllm/ceval/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - every choice that changes a C-Eval score, as a named prompt format
+# - scoring by the log-probability of the answer letter, and the averages the papers quote
+# - agreement with lm-evaluation-harness, question by question
+#
+# **Before this:** notebooks 03 and 04 (the models it scores); log-probabilities.
+#
+# **Time:** tiny: about 1 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -318,11 +327,21 @@ print(artifacts.read_metrics("ceval", PROFILE))
 
 # %% [markdown]
 # ## Try it
-# 1. Score the base model on one real subject with `official_5shot` and with
-#    `lmeval_ceval_valid_5shot`. Which single difference (header, delimiter, stripped question)
-#    moves the accuracy most? Change one field with `dataclasses.replace(ceval.FORMATS[...], ...)`.
-# 2. Compute the official average and lm-eval's average on all 52 real subjects. Which subjects pull
-#    them apart, and why does the question count matter?
-# 3. Write your own exam subject in `zhllm.ceval.kit_exam` (e.g. organisations, tag `nt`): how many
-#    held-out questions can you make, and how far above chance does the SFT model get on it?
-# 4. `python bench/ceval_speed.py`: where does lm-eval spend the time our scorer saves?
+# Each Try-it changes one entry of `CFG` in the parameters cell; rerun the notebook from there.
+# 1. `"real_limit": None` (every val question of the chosen subjects). Expect the accuracy to move by a few
+#    points and its confidence interval to narrow: 10 questions a subject say little.
+# 2. `"real_subjects": ["law", "physician"]`. Expect accuracies near chance (0.25) for the base model:
+#    the tiny model knows no law.
+#
+# **Going further.** (a) Score one subject with `official_5shot` and `lmeval_ceval_valid_5shot`: which single
+# difference (header, delimiter, stripped question) moves the accuracy most? (`dataclasses.replace`
+# changes one field.) (b) Write your own exam subject in `zhllm.ceval.kit_exam` (e.g. organisations, tag
+# `nt`). (c) `python bench/ceval_speed.py`: where does lm-eval spend the time our scorer saves?
+
+# %% [markdown]
+# ## Takeaways
+# - A C-Eval number means little without its prompt format, shot count and average.
+# - The scored token ("A" or " A") is part of the format: print the token ids.
+# - Check a scorer against a reference implementation question by question, not by the mean.
+#
+# **Lab.** `labs/student/06_ceval_scoring.ipynb`: letter log-probabilities and the subject mean. Teachers: `labs/README.md`.

@@ -27,6 +27,15 @@
 # *method*, not of the papers' numbers.
 #
 # **Package.** This stage's code is `zhllm.curation` (`src/zhllm/curation/`); its docstring says what each module holds.
+#
+# **In this notebook you will learn**
+# - exact and near-duplicate removal (MinHash), quality filters that count what they remove
+# - diversity selection with the kit's own model: embeddings, K-Means, k-center greedy
+# - how to test a curation claim: equal compute, a trivial baseline, and the spread between random seeds
+#
+# **Before this:** notebook 03 (the SFT recipe the experiments reuse).
+#
+# **Time:** tiny: about 3-4 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -55,8 +64,10 @@ runtime.set_threads()
 print(runtime.banner())
 
 # %% tags=["parameters"]
-PROFILE = current()
-CFG = pick(curation.SETTINGS, PROFILE)
+PROFILE = current()          # "tiny" on a CPU, "colab" with a GPU; set ZHLLM_PROFILE to choose
+CFG = {**pick(curation.SETTINGS, PROFILE),
+       # a Try-it changes a setting here, e.g. "max_steps": 100,
+       }
 CFG
 
 # %% [markdown]
@@ -346,11 +357,20 @@ print("all checks passed")
 
 # %% [markdown]
 # ## Try it
-# 1. Set `near_threshold=0.5` in the parameters cell. How many more rows does near-dedup remove, and are
-#    they duplicates or only rows that share a prompt template?
-# 2. Set `select` to 120 and 480, and change `seed`: how large is the selected-vs-random gap compared with
-#    the gap between two random subsets drawn with different seeds?
-# 3. Change `mix_raw_share` to 0.2, or give the mixed arm twice the steps (`dict(sft_cfg, max_steps=...)`) so
-#    its instructions get as many updates as the instructions-only arm: is the mixing cost more than dilution?
-# 4. Drop the label conflicts found in section 2 (keep neither row of a pair whose replies differ) and
-#    rerun experiment 1 on the full set.
+# Each Try-it changes one entry of `CFG` in the parameters cell; rerun the notebook from there.
+# 1. `"near_threshold": 0.5`. Expect near-dedup to remove more rows, some of them only rows that share a
+#    prompt template rather than duplicates.
+# 2. `"select": 120`, then `"select": 480`, each also with `"seed": 1`. Compare the selected-vs-random gap
+#    with the gap between the two seeds' random subsets: a gap smaller than the seeds' spread is not a result.
+# 3. `"mix_raw_share": 0.2`. Expect the mixed arm nearer the instructions-only arm: less raw text dilutes less.
+#
+# **Going further.** Give the mixed arm twice the steps so its instructions get as many updates as the
+# instructions-only arm; drop the label conflicts found in section 2 and rerun experiment 1.
+
+# %% [markdown]
+# ## Takeaways
+# - Count every row a filter removes and say why; silent loss is a bug.
+# - Near-duplicates hide behind small edits: MinHash finds them in linear time.
+# - Compare a curated subset with random subsets of the same size at the same compute, and with the spread between seeds.
+#
+# **Lab.** `labs/student/07_minhash_dedup.ipynb`: shingles, MinHash signatures and the Jaccard estimate. Teachers: `labs/README.md`.

@@ -1,10 +1,9 @@
 """Stage 02: packing, exact QLoRA merge, resume after interruption, Firefly's parameter counts."""
 import pytest
 import torch
-from peft import PeftModel
 
 from zhllm import cpt
-from zhllm.modeling import load_causal_lm, tiny_llama
+from zhllm.modeling import tiny_llama
 
 
 class _Tok:

@@ -41,26 +41,33 @@ def count_parameters(model, trainable_only: bool = False, non_embedding: bool = 
                if id(p) not in skip and (p.requires_grad or not trainable_only))
 
 
-def load_causal_lm(path: str, quantization: str | None = None, dtype: torch.dtype | None = None):
-    """Load a causal LM from a hub name or directory: `quantization` None, "8bit" or "4bit" (NF4 + double quant).
+def quantization_config(quantization: str | None, dtype: torch.dtype | None = None):
+    """bitsandbytes settings for `quantization` None, "8bit" or "4bit" (NF4 + double quantisation).
 
     4-bit keeps the weights in NF4 and computes in `dtype` (the runtime rule: fp32 CPU, bf16 on
     compute capability >= 8, fp16 on a T4).
     """
-    dtype = dtype or dtype_for()
-    kwargs = {"dtype": dtype}
+    if quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
     if quantization == "4bit":
-        from transformers import BitsAndBytesConfig
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=dtype or dtype_for())
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ConfigError(f"quantization must be None, '8bit' or '4bit', not {quantization!r}")
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
-    elif quantization == "8bit":
-        from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    elif quantization is not None:
-        raise ConfigError(f"quantization must be None, '8bit' or '4bit', not {quantization!r}")
+def load_causal_lm(path: str, quantization=None, dtype: torch.dtype | None = None):
+    """Load a causal LM from a hub name or directory in `dtype` (default: the runtime rule).
+
+    `quantization`: None, "8bit", "4bit" (see `quantization_config`) or a `BitsAndBytesConfig` of your own.
+    """
+    dtype = dtype or dtype_for()
+    if isinstance(quantization, str) or quantization is None:
+        quantization = quantization_config(quantization, dtype)
+    kwargs = {"dtype": dtype} if quantization is None else {"dtype": dtype, "quantization_config": quantization}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if quantization is None:
         model.to(device())

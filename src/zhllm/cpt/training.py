@@ -5,7 +5,6 @@ quantisation), LoRA on every linear layer, and the embedding and output matrices
 the new Chinese rows start as mere averages. Embeddings get a smaller learning rate than LoRA.
 """
 import json
-import math
 import time
 from pathlib import Path
 
@@ -51,15 +50,19 @@ def lora_config(r: int, alpha: int, embeddings: str = "full", new_token_ids: lis
                       task_type="CAUSAL_LM", **extra)
 
 
-def load_for_training(model_dir: str | Path, quantization: str | None, cfg: dict,
-                      new_token_ids: list[int] | None = None):
-    """Load the model (4-bit NF4 by default), prepare it for k-bit training and wrap it with LoRA."""
+def load_for_training(model_dir: str | Path, quantization, cfg: dict, new_token_ids: list[int] | None = None,
+                      lora: LoraConfig | None = None):
+    """Load the model (4-bit NF4 by default), prepare it for k-bit training and wrap it with LoRA.
+
+    `quantization`: None, "4bit", "8bit" or a `BitsAndBytesConfig`; `lora` defaults to `lora_config(...)`
+    from the settings. Notebook 02 builds both objects in view and passes them.
+    """
     model = load_causal_lm(str(model_dir), quantization=quantization)
     if quantization:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"], new_token_ids)
+    lora = lora or lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"], new_token_ids)
     runtime.seed_everything(cfg["seed"])  # LoRA's A matrices start random: same seed, same start
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora)
 
 
 def embedding_memory(vocab_size: int, hidden: int, new_tokens: int) -> dict:

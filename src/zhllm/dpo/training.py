@@ -68,18 +68,20 @@ def training_args(cfg: dict, checkpoint_dir: Path, beta: float | None = None) ->
 
 
 def make_trainer(model, tokenizer, train_rows: list[dict], eval_rows: list[dict], cfg: dict,
-                 output_dir: Path, beta: float | None = None, args: DPOConfig | None = None) -> DPOTrainer:
+                 output_dir: Path, beta: float | None = None, args: DPOConfig | None = None,
+                 lora=None) -> DPOTrainer:
     """A DPOTrainer over the plain model and a LoRA `peft_config`.
 
     Given a plain model (not a PeftModel), TRL adds the adapter itself and uses the adapter-disabled model
     as the reference: `trainer.ref_model` is None and no second copy is loaded. `args` defaults to
-    `training_args(cfg, output_dir, beta)`; a recipe (`zhllm train dpo`) passes its own.
+    `training_args(cfg, output_dir, beta)`; a recipe (`zhllm train dpo`) passes its own, and notebook 04
+    builds it in view, with the `LoraConfig` (`lora`, default `lora_config(...)` from the settings).
     """
     runtime.seed_everything(cfg["seed"])  # LoRA's A matrices start random: same seed, same start
     args = args or training_args(cfg, output_dir, beta)
     return DPOTrainer(model=model, args=args, processing_class=tokenizer,
                       train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows),
-                      peft_config=lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"]))
+                      peft_config=lora or lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"]))
 
 
 def parameters_in_memory(model) -> dict:
