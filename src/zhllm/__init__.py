@@ -2,8 +2,9 @@
 
 Each stage's whole logic is one subpackage named after it: `base` (00), `tokenizer` (01), `cpt` (02),
 `sft` (03), `dpo` (04), `scaling` (05), `ceval` (06), `curation` (07). The core they share: `profiles`,
-`runtime`, `artifacts`, `shipped`, `corpora`, `errors`, `evaluation`, `modeling`, `chat`, `formats`. `cli` and
-`recipes` are front ends that call the stages; `labs` holds the checks of the classroom labs.
+`runtime`, `artifacts`, `shipped`, `corpora`, `errors`, `evaluation`, `modeling`, `chat`, `formats`,
+`figures` (the teaching pictures). `cli` and `recipes` are front ends that call the stages; `labs` holds the
+checks of the classroom labs.
 """
 
 import logging
