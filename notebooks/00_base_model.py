@@ -57,7 +57,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from zhllm import artifacts, base, corpora, runtime
+from zhllm import artifacts, base, corpora, figures, runtime
 from zhllm import tokenizer as tokenizer_expand
 from zhllm.modeling import count_parameters, load_causal_lm, tiny_llama
 from zhllm.profiles import current, pick
@@ -72,6 +72,14 @@ CFG = {**pick(base.SETTINGS, PROFILE),
        }
 SEED = CFG["seed"]
 CFG
+
+# %% [markdown]
+# ## The pipeline
+# Eight notebooks, one stage each. This one builds the English base every later stage starts from; 05 plans the
+# compute and 07 the data that the main line uses.
+
+# %%
+figures.pipeline(highlight="00")
 
 # %% [markdown]
 # ## 1 · Data

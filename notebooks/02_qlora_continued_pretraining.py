@@ -54,7 +54,7 @@ import torch
 from peft import LoraConfig
 from transformers import AutoTokenizer, BitsAndBytesConfig, TrainingArguments
 
-from zhllm import artifacts, cpt, runtime
+from zhllm import artifacts, cpt, figures, runtime
 from zhllm.modeling import count_parameters, load_causal_lm
 from zhllm.profiles import current, pick
 
@@ -143,6 +143,10 @@ print(type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer)._
 hidden = model.get_input_embeddings().weight.shape[1]
 for option, mib in cpt.embedding_memory(len(tokenizer), hidden, len(new_ids)).items():
     print(f"trainable embeddings via {option:<36} {mib:8.1f} MiB (weights + grads + Adam)")
+figures.lora(d=hidden, k=hidden, r=CFG["lora_r"], alpha=CFG["lora_alpha"], quantized=quantization is not None,
+             compute_dtype={torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[runtime.dtype_for()])
+
+# %%
 for shape in ("7B", "13B"):
     n = cpt.trainable_parameters_from_config(shape)
     print(f"Firefly-LLaMA2-{shape} recipe (vocab 55,296, r=64, embeddings trained): {n / 1e6:.1f}M trainable")

@@ -36,7 +36,7 @@
 #
 # **Before this:** notebook 02 (or the shipped model, which the tiny profile starts from); the idea of a loss mask.
 #
-# **Time:** tiny: about 3-5 min on 2 CPU cores; colab (T4): not yet timed.
+# **Time:** tiny: about 4 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -58,7 +58,7 @@ from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 from trl import SFTConfig
 
-from zhllm import artifacts, chat, cpt, formats, sft, runtime
+from zhllm import artifacts, chat, cpt, figures, formats, sft, runtime
 from zhllm.sft import tasks as sft_data
 from zhllm.errors import DataError
 from zhllm.modeling import count_parameters
@@ -189,6 +189,18 @@ assert encoded["input_ids"][:len(prompt_ids)] == prompt_ids, "inference prompt i
 rows, encode_report = sft.encode_examples(tokenizer, train_examples, CFG["max_length"])
 lengths = [len(r["input_ids"]) for r in rows]
 print(f"{len(rows)} rows, {sum(lengths):,} tokens, longest {max(lengths)}")
+
+# %% [markdown]
+# Three of these rows batched two ways: padded to the longest (hatched cells are waste), and packed
+# padding-free into one row (`packing=True`), where position ids restart at each example and the attention
+# mask is block-diagonal, so no token attends across examples. Grey tokens are the prompt (label -100),
+# orange the reply, red the EOS: only orange and red are in the loss.
+
+# %%
+few = sorted(rows[:12], key=lambda r: len(r["input_ids"]))[:3]
+figures.packing_and_labels([r["input_ids"] for r in few], [r["labels"] for r in few],
+                           tokens=[tokenizer.convert_ids_to_tokens(r["input_ids"]) for r in few],
+                           eos_id=tokenizer.eos_token_id)
 
 # %% [markdown]
 # ## 4 · Before training: baselines and the untrained model

@@ -58,7 +58,7 @@ import torch
 from peft import LoraConfig
 from trl import DPOConfig
 
-from zhllm import artifacts, chat, cpt, dpo, runtime
+from zhllm import artifacts, chat, cpt, dpo, figures, runtime
 from zhllm.dpo import preferences as preference_data
 from zhllm.modeling import count_parameters
 from zhllm.profiles import current, pick
@@ -117,6 +117,9 @@ print("rejected:", chat.render(tokenizer, row["prompt"] + row["rejected"])[-60:]
 # PEFT keeps a trainable copy of those two matrices beside the originals, and switching the adapter off
 # switches the copies off as well, so the reference is still exactly the SFT model. That is a copy of two
 # matrices, not of the model; on colab/full only LoRA is added.
+
+# %%
+figures.dpo_pair(beta=CFG["beta"])
 
 # %% [markdown]
 # ### The recipe, in view
