@@ -1,7 +1,8 @@
-"""Parity with lm-evaluation-harness on the real C-Eval val files (skipped when they or lm-eval are absent).
+"""Parity with lm-evaluation-harness on the real C-Eval and CMMLU files (skipped when they or lm-eval are absent).
 
-Same tiny model, same CSVs: lm-eval's own `ceval-valid` task (only pointed at local files) and our
-scorer with the `lmeval_ceval_valid` format must pick the same letter for every question.
+Same tiny model, same CSVs: lm-eval's own `ceval-valid` / `cmmlu` task (only pointed at local files)
+and our scorer with the `lmeval_ceval_valid` / `lmeval_cmmlu` format must pick the same letter for
+every question.
 """
 import pytest
 
@@ -17,6 +18,14 @@ def ceval_root():
         return ceval.reference_dir("ceval")
     except MissingDependencyError as exc:
         pytest.skip(f"real C-Eval files absent (they live in ../shared/data, never in the repo): {exc}")
+
+
+@pytest.fixture(scope="module")
+def cmmlu_root():
+    try:
+        return ceval.reference_dir("cmmlu")
+    except MissingDependencyError as exc:
+        pytest.skip(f"real CMMLU files absent (they live in ../shared/data, never in the repo): {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +63,28 @@ def test_lmeval_reads_every_cell_as_text(tmp_path):
                                                             "C": "3", "D": "4", "answer": "C"}
 
 
+def test_lmeval_cmmlu_reads_every_cell_as_text(tmp_path):
+    """CMMLU layout (`test/<subject>.csv`, an unnamed id column, `Question`/`Answer`): cells stay text too."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from zhllm.ceval.lmeval import write_tasks
+
+    for split, rows in (("dev", [["0", "1+2=?", "1", "2", "3", "4", "C"]]),
+                        ("test", [["0", "几?", "1", "2", "3.0", "4", "D"],
+                                  ["1", "哪些?", "(1) (2) (3)", "(1) (3)", "None", "", "A"]])):
+        (tmp_path / split).mkdir()
+        text = ",Question,A,B,C,D,Answer\n" + "".join(",".join(r) + "\n" for r in rows)
+        (tmp_path / split / "logical.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert write_tasks(tmp_path, tmp_path / "tasks", ["logical"]) == "zhllm-cmmlu"
+    cfg = load_yaml(tmp_path / "tasks" / "zhllm-cmmlu_logical.yaml", resolve_func=True, recursive=False)
+    assert cfg["description"] == "以下是关于逻辑学的单项选择题，请直接给出正确答案的选项。\n\n"  # lm-eval's own
+    data = cfg["custom_dataset"](version=1.0, **cfg["dataset_kwargs"])  # as lm-eval calls it
+    assert data["test"][1] == {"": "1", "Question": "哪些?", "A": "(1) (2) (3)", "B": "(1) (3)", "C": "None",
+                               "D": "", "Answer": "A"}
+    assert data["test"][0]["C"] == "3.0" and data["dev"][0] == {"": "0", "Question": "1+2=?", "A": "1", "B": "2",
+                                                               "C": "3", "D": "4", "Answer": "C"}
+
+
 @pytest.mark.slow
 def test_same_prediction_on_all_1346_val_questions(ceval_root, work):
     from zhllm.ceval.lmeval import agreement_run
@@ -76,3 +107,23 @@ def test_same_prediction_five_shot(ceval_root, work):
     assert report["questions"] == sum(len(ceval.read_csv(ceval_root / "val" / f"{s}_val.csv", s))
                                       for s in subjects)
     _check(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shots", [0, 5])
+def test_same_prediction_cmmlu(cmmlu_root, work, shots):
+    """lm-eval's `cmmlu` on its test split: 0 shots (`lmeval_cmmlu`) and 5 (`lmeval_cmmlu_5shot`).
+
+    college_actuarial_science's dev options are all numbers; machine_learning has questions to strip.
+    """
+    from zhllm.ceval.lmeval import agreement_run
+
+    subjects = ["chinese_food_culture", "college_actuarial_science", "machine_learning"]
+    report = agreement_run(cmmlu_root, work, subjects=subjects, num_fewshot=shots)
+    assert report["questions"] == sum(len(ceval.read_csv(cmmlu_root / "test" / f"{s}.csv", s, "cmmlu"))
+                                      for s in subjects)
+    _check(report)
+    print(f"\nCMMLU {shots}-shot: lm-eval agreement {report['agreement']:.4f} on {report['questions']} questions; "
+          f"acc ours {report['acc_ours']:.4f} lm-eval {report['acc_lmeval']:.4f}; "
+          f"max log-prob gap {report['max_logprob_gap']:.2e}, min margin {report['min_margin']:.3f}; "
+          f"{report['seconds_lmeval']:.1f} s lm-eval, {report['seconds_ours']:.1f} s ours")

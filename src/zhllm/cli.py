@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "omitted: build stage 06, which scores every built stage model")
     p.add_argument("--data", help="a folder in C-Eval or CMMLU layout (<split>/<subject>_<split>.csv)")
     p.add_argument("--hub", choices=("ceval", "cmmlu"), help="download the real benchmark from the hub instead")
-    p.add_argument("--split", default="val", help="val (answers published) or dev (default: val)")
+    p.add_argument("--split", default="val", help="val (answers published) or dev; CMMLU: test "
+                   "(answers published too) or dev (default: val)")
     p.add_argument("--format", dest="fmt", help="a prompt format of zhllm.ceval.FORMATS (default: "
                    "chat_zero_shot for a model with a chat template, else official_zero_shot)")
     p.add_argument("--limit", type=int, help="only the first N questions of each subject")

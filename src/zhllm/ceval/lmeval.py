@@ -1,4 +1,4 @@
-"""Parity with lm-evaluation-harness (`lm-eval`): run its `ceval-valid` on local CSVs and compare with ours.
+"""Parity with lm-evaluation-harness (`lm-eval`): run its `ceval-valid` or `cmmlu` on local CSVs, compare with ours.
 
 lm-eval's own task files define the prompt; we only point them at a folder instead of the hub. The
 model is a tiny random Llama with a byte-level BPE trained on People's Daily, so Chinese is covered
@@ -10,66 +10,90 @@ import logging
 import sys
 import time
 from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..errors import MissingDependencyError, StageError
-from .exams import LMEVAL_HEADER, load_folder, subject_table, with_shots
+from .exams import LAYOUTS, _subject_files, get_format, load_folder, subject_table, with_shots
 from .scoring import Result, _argmax, score_exam, summarize
 
-TASK_PREFIX = "zhllm-ceval-valid"
 READER = "zhllm_text_csv"  # the module, written beside the task files, that lm-eval reads the CSVs with
-FORMAT = "lmeval_ceval_valid"  # our PromptFormat configured like lm-eval's ceval-valid (0 shots)
 
 
-def _lm_eval_tasks_dir() -> Path:
+@dataclass(frozen=True)
+class Task:
+    """One lm-eval task family as we point it at local files of one layout."""
+    folder: str  # lm-eval's tasks/<folder>
+    default: str  # its shared config (prompt, choices, target, metrics), pulled in with `include`
+    own: str  # a subject's own file there, "{}" = subject
+    split: str  # the scored split: its test or validation split, our folder
+    format: str  # our PromptFormat configured like it (0 shots; "_5shot" names the 5-shot one)
+    prefix: str  # the names of our tasks and group
+    version: float  # its metadata version
+
+
+TASKS = {"ceval": Task("ceval", "_default_ceval_yaml", "ceval-valid_{}.yaml", "val", "lmeval_ceval_valid",
+                       "zhllm-ceval-valid", 2.0),
+         "cmmlu": Task("cmmlu", "_default_template_yaml", "cmmlu_{}.yaml", "test", "lmeval_cmmlu",
+                       "zhllm-cmmlu", 1.0)}
+
+
+def task_of(data_dir: Path) -> tuple[str, Task]:
+    """The layout of a folder (C-Eval or CMMLU, from its dev file names, as `load_folder` tells) and its task."""
+    layout, _ = _subject_files(data_dir, "dev")
+    return layout, TASKS[layout]
+
+
+def _lm_eval_tasks_dir(folder: str) -> Path:
     try:
         import lm_eval
     except ImportError as exc:
         raise MissingDependencyError("lm-eval is not installed: `pip install lm-eval` "
                                      "(it is in the kit's dev extra)") from exc
-    return Path(lm_eval.__file__).parent / "tasks" / "ceval"
+    return Path(lm_eval.__file__).parent / "tasks" / folder
 
 
 def write_tasks(data_dir: Path, task_dir: Path, subjects: list | None = None) -> str:
-    """Write lm-eval task files that reuse its installed ceval-valid configs but read `data_dir`.
+    """Write lm-eval task files that reuse its installed ceval-valid or cmmlu configs but read `data_dir`.
 
-    Only the data source changes: `include` pulls lm-eval's own `_default_ceval_yaml` (prompt,
-    choices, target, metrics), and each subject keeps lm-eval's own description; the files are
+    The folder's layout picks the task (`task_of`). Only the data source changes: `include` pulls
+    lm-eval's own default config, and each subject keeps lm-eval's own description; the files are
     read by `read_as_text` (through a small module written beside the tasks, which lm-eval's
     `!function` tag imports). Returns the group name to pass as the task.
     """
-    upstream = _lm_eval_tasks_dir()
+    data_dir = Path(data_dir).resolve()
+    layout, task = task_of(data_dir)
+    upstream = _lm_eval_tasks_dir(task.folder)
     task_dir = Path(task_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(data_dir).resolve()
-    subjects = subjects or sorted(p.name[:-len("_val.csv")] for p in (data_dir / "val").glob("*_val.csv"))
+    _, scored = _subject_files(data_dir, task.split)
+    _, dev = _subject_files(data_dir, "dev")
+    subjects = subjects or sorted(scored)
     names = []
-    table = subject_table(data_dir, "ceval")
+    table = subject_table(data_dir, layout)
     for subject in subjects:
-        own = upstream / f"ceval-valid_{subject}.yaml"
+        own = upstream / task.own.format(subject)
         if own.exists():  # lm-eval's own file: its description, untouched
             cfg = yaml.safe_load(own.read_text(encoding="utf-8"))
-        else:  # a subject lm-eval does not know (the kit's exam): same header rule
-            cfg = {"description": LMEVAL_HEADER.format(subject=table[subject][0])}
+        else:  # a subject lm-eval does not know (the kit's exam): our format's header, the same rule
+            cfg = {"description": get_format(task.format).header.format(subject=table[subject][0])}
         cfg.pop("dataset_name", None)
         cfg.update(
-            include=str(upstream / "_default_ceval_yaml"), task=f"{TASK_PREFIX}_{subject}",
-            dataset_path="csv",
-            dataset_kwargs={"data_files": {"val": str(data_dir / "val" / f"{subject}_val.csv"),
-                                           "dev": str(data_dir / "dev" / f"{subject}_dev.csv")}})
-        (task_dir / f"{TASK_PREFIX}_{subject}.yaml").write_text(
+            include=str(upstream / task.default), task=f"{task.prefix}_{subject}", dataset_path="csv",
+            dataset_kwargs={"data_files": {task.split: str(scored[subject]), "dev": str(dev[subject])}})
+        (task_dir / f"{task.prefix}_{subject}.yaml").write_text(
             yaml.safe_dump(cfg, allow_unicode=True) + f"custom_dataset: !function {READER}.load\n",
             encoding="utf-8")
         names.append(cfg["task"])
     (task_dir / f"{READER}.py").write_text(
-        '"""lm-eval reads the C-Eval CSVs through this: every cell as text (see zhllm.ceval.lmeval)."""\n'
+        '"""lm-eval reads the exam CSVs through this: every cell as text (see zhllm.ceval.lmeval)."""\n'
         "from zhllm.ceval.lmeval import read_as_text as load  # noqa: F401\n", encoding="utf-8")
-    group = {"group": TASK_PREFIX, "task": names, "metadata": {"version": 2.0},
+    group = {"group": task.prefix, "task": names, "metadata": {"version": task.version},
              "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}]}
-    (task_dir / f"_{TASK_PREFIX}.yaml").write_text(yaml.safe_dump(group), encoding="utf-8")
-    return TASK_PREFIX
+    (task_dir / f"_{task.prefix}.yaml").write_text(yaml.safe_dump(group), encoding="utf-8")
+    return task.prefix
 
 
 def read_as_text(data_files: dict, **_):
@@ -77,7 +101,8 @@ def read_as_text(data_files: dict, **_):
 
     Left to itself the CSV reader types a column of numbers as int or float: a subject whose
     options are all numbers then fails to parse ("(1) (2) (3)" as a double) or renders 3 as 3.0.
-    lm-eval passes its metadata too (ignored here).
+    The file's header names the columns, CMMLU's empty first one included (pandas would call it
+    "Unnamed: 0"). lm-eval passes its metadata too (ignored here).
     """
     import datasets
 
@@ -87,7 +112,8 @@ def read_as_text(data_files: dict, **_):
             header = next(csv.reader(f), [])
         features = datasets.Features({column: datasets.Value("string") for column in header})
         splits[split] = datasets.load_dataset("csv", data_files=str(path), split="train", features=features,
-                                              keep_default_na=False, encoding="utf-8-sig")
+                                              column_names=header, header=0, keep_default_na=False,
+                                              encoding="utf-8-sig")
     return datasets.DatasetDict(splits)
 
 
@@ -120,6 +146,7 @@ def run_lmeval(model, data_dir: Path, task_dir: Path, subjects: list | None = No
     Result}, "group_acc": lm-eval's question-weighted group accuracy, "seconds": time of the run}.
     """
     group = write_tasks(data_dir, task_dir, subjects)
+    id_col, _, answer_col, _ = LAYOUTS[task_of(data_dir)[0]]
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -137,11 +164,11 @@ def run_lmeval(model, data_dir: Path, task_dir: Path, subjects: list | None = No
     seconds = time.perf_counter() - start
     results = {}
     for task, samples in out["samples"].items():
-        subject = task[len(TASK_PREFIX) + 1:]
+        subject = task[len(group) + 1:]
         for s in samples:
             logprobs = tuple(float(ll) for ll, _ in s["filtered_resps"])
             doc = s["doc"]
-            r = Result(subject, str(doc["id"]), doc["answer"], "ABCD"[_argmax(logprobs)], logprobs)
+            r = Result(subject, str(doc[id_col]), doc[answer_col], "ABCD"[_argmax(logprobs)], logprobs)
             if r.correct != bool(s["acc"]):  # our reading of its log-probs must give its own verdict
                 raise StageError(f"lm-eval scored {subject} id {r.id} acc={s['acc']}, we read {r.pred}")
             results[(subject, r.id)] = r
@@ -208,10 +235,10 @@ def tiny_chinese_model(out_dir: Path, seed: int = 0, vocab_size: int = 2000, par
 
 def agreement_run(data_dir: Path, work_dir: Path, subjects: list | None = None, batch_size: int = 16,
                   num_fewshot: int = 0) -> dict:
-    """Score C-Eval val with lm-eval and with our matching format on the same tiny model.
+    """Score C-Eval val or CMMLU test with lm-eval and with our matching format on the same tiny model.
 
-    `num_fewshot` 0 is lm-eval's default for ceval-valid (`lmeval_ceval_valid`); 5 compares
-    `lmeval_ceval_valid_5shot`. Returns `compare`'s dict plus both timings and group averages.
+    `num_fewshot` 0 is lm-eval's default (`lmeval_ceval_valid`, `lmeval_cmmlu`); 5 compares the
+    `_5shot` format. Returns `compare`'s dict plus both timings and group averages.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -225,10 +252,11 @@ def agreement_run(data_dir: Path, work_dir: Path, subjects: list | None = None, 
     torch.set_num_threads(1)  # 64-wide matrices: a second thread costs more than it saves, on both sides
     try:
         theirs = run_lmeval(model_dir, data_dir, work_dir / "tasks", subjects, batch_size, num_fewshot)
-        exam = load_folder(data_dir, "val", subjects=subjects)
+        task = task_of(data_dir)[1]
+        exam = load_folder(data_dir, task.split, subjects=subjects)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32").eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        fmt = FORMAT if not num_fewshot else with_shots("lmeval_ceval_valid_5shot", num_fewshot)
+        fmt = task.format if not num_fewshot else with_shots(f"{task.format}_5shot", num_fewshot)
         start = time.perf_counter()
         ours = score_exam(model, tokenizer, exam, fmt, batch_size=batch_size)
         seconds = time.perf_counter() - start
