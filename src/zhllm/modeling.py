@@ -2,6 +2,7 @@
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from . import hub
 from .errors import ConfigError
 from .runtime import device, dtype_for
 
@@ -42,7 +43,7 @@ def count_parameters(model, trainable_only: bool = False, non_embedding: bool = 
 
 
 def load_causal_lm(path: str, quantization: str | None = None, dtype: torch.dtype | None = None):
-    """Load a causal LM from a hub name or directory: `quantization` None, "8bit" or "4bit" (NF4 + double quant).
+    """Load a causal LM from a hub name (through `zhllm.hub`) or directory: `quantization` None, "8bit" or "4bit" (NF4 + double quant).
 
     4-bit keeps the weights in NF4 and computes in `dtype` (the runtime rule: fp32 CPU, bf16 on
     compute capability >= 8, fp16 on a T4).
@@ -61,7 +62,7 @@ def load_causal_lm(path: str, quantization: str | None = None, dtype: torch.dtyp
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     elif quantization is not None:
         raise ConfigError(f"quantization must be None, '8bit' or '4bit', not {quantization!r}")
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(hub.model_path(str(path)), **kwargs)
     if quantization is None:
         model.to(device())
     return model

@@ -55,9 +55,9 @@ def load_policy(model_dir: Path, cfg: dict):
 def hub_examples(name: str, limit: int) -> tuple[list[dict], dict]:
     """The first `limit` rows of a hub instruction set (Alpaca / BELLE / ShareGPT / messages), normalised;
     bad rows are removed and counted by reason (`formats.normalize_rows(strict=False)`)."""
-    from datasets import load_dataset
+    from .. import hub
 
-    raw = formats.check_count(list(load_dataset(name, split=f"train[:{limit}]")), limit, name)
+    raw = formats.check_count(list(hub.load_dataset(name, split=f"train[:{limit}]")), limit, name)
     conversations, report = formats.normalize_rows(raw, name, strict=False)
     return [{"task": "hub", "messages": m} for m in conversations], report
 
