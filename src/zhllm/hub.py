@@ -128,33 +128,45 @@ DATA_EXTENSIONS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".c
 
 
 def _load_mirrored(folder: Path, config: str | None, split: str, streaming: bool):
-    """A data set from a repository's own files: its README configs when it has them, else its folders.
+    """A data set from a repository's own files, split by its README configs when it has them, else by its folders.
 
     Without README configs, `<config>/` holds the config's files and a file belongs to the split its path
     names (`dev-00000-of-00001.parquet`, `val/0000.parquet`, `..._test.csv`); a one-split set may leave it out.
+    The files are passed to datasets' own readers by path, so two mirrors never share a cache entry.
     """
     import datasets
 
-    if "configs:" in _card_header(folder):
-        return datasets.load_dataset(str(folder), config, split=split, streaming=streaming)
-    root = folder / config if config else folder
-    files = sorted(p for p in root.rglob("*") if p.suffix in DATA_EXTENSIONS and not p.name.startswith("."))
-    if not files:
-        raise MissingDependencyError(f"no data files (parquet, json, jsonl, csv) in {root}")
     base = re.split(r"[\[+]", split)[0]
-    named = [p for p in files if re.search(rf"(^|[/_.-]){re.escape(base)}([/_.-]|$)", str(p.relative_to(root)))]
-    if not named and base == "train":
-        named = files
-    if not named:
-        raise MissingDependencyError(f"no {base!r} files in {root} (found {[p.name for p in files[:5]]})")
-    builder = DATA_EXTENSIONS[named[0].suffix]
-    return datasets.load_dataset(builder, data_files={base: [str(p) for p in named]},
+    files = _card_files(folder, config, base)
+    if files is None:
+        root = folder / config if config else folder
+        found = sorted(p for p in root.rglob("*") if p.suffix in DATA_EXTENSIONS and not p.name.startswith("."))
+        files = [p for p in found if re.search(rf"(^|[/_.-]){re.escape(base)}([/_.-]|$)", str(p.relative_to(root)))]
+        files = files or (found if base == "train" else [])
+    if not files:
+        raise MissingDependencyError(f"no {base!r} data files (parquet, json, jsonl, csv) for config {config!r} "
+                                     f"in {folder}")
+    return datasets.load_dataset(DATA_EXTENSIONS[files[0].suffix], data_files={base: [str(p) for p in files]},
                                  split=split, streaming=streaming)
 
 
-def _card_header(folder: Path) -> str:
+def _card_files(folder: Path, config: str | None, split: str) -> list[Path] | None:
+    """The files of `split` in `config` as the README's `configs:` header lists them; None without that header."""
+    import yaml
+
     card = folder / "README.md"
-    if not card.is_file():
-        return ""
-    text = card.read_text(encoding="utf-8")
-    return text.split("---", 2)[1] if text.startswith("---") and text.count("---") >= 2 else ""
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    header = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") and text.count("---") >= 2 else None
+    if not isinstance(header, dict) or "configs" not in header:
+        return None
+    by_name = {c.get("config_name", "default"): c for c in header["configs"]}
+    entry = by_name.get(config or "default") or (next(iter(by_name.values())) if len(by_name) == 1 else None)
+    if entry is None:
+        raise ConfigError(f"{folder.name} has configs {sorted(by_name)}; ask for one of them, not {config!r}")
+    data_files = entry.get("data_files", [])
+    if isinstance(data_files, (str, list)) and not (data_files and isinstance(data_files, list)
+                                                    and isinstance(data_files[0], dict)):
+        data_files = [{"split": "train", "path": data_files}]
+    patterns = [d["path"] for d in data_files if d.get("split", "train") == split]
+    patterns = [p for item in patterns for p in ([item] if isinstance(item, str) else item)]
+    return sorted({p for pattern in patterns for p in folder.glob(pattern) if p.suffix in DATA_EXTENSIONS})
