@@ -138,7 +138,7 @@ def memory_plan(shape: dict, *, quantization: str | None, lora_r: int, embedding
     linear = layers * (2 * h * h + 2 * h * kv + 3 * h * i)
     other = 2 * vocab * h + (2 * layers + 1) * h  # embeddings, output matrix, norms
     weights = linear * NF4_BYTES + other * 4 if quantization == "4bit" else (linear + other) * b
-    lora = layers * lora_r * (2 * h + 2 * (h + kv) + 2 * (h + kv) + 2 * h + 3 * (h + i))
+    lora = layers * lora_r * (4 * h + 2 * (h + kv) + 3 * (h + i))  # q, o; k, v; gate, up, down
     trainable = lora + (2 * vocab * h if embeddings == "full" else 0)
     tokens = batch_size * seq_len
     per_layer = tokens * (b * (6 * h + 2 * kv + 4 * i + LORA_TARGETS * lora_r) + 4 * (heads + 2))

@@ -23,7 +23,7 @@ SETTINGS = {
                  batch_size=8, grad_accum=1, max_steps=100, learning_rate=3e-3, embed_learning_rate=1e-3,
                  warmup_steps=10, seed=0, train_chars=600_000, english_share=0.2, eval_max_chars=20_000,
                  gradient_checkpointing=False),
-    # gradient_checkpointing: without it the T4 plan is 15.1 GiB, with it 8.4 GiB (zhllm.runtime.memory_plan)
+    # gradient_checkpointing: without it the T4 plan is 15.0 GiB, with it 8.3 GiB (zhllm.runtime.memory_plan)
     "colab": dict(quantization="4bit", lora_r=64, lora_alpha=16, embeddings="full", block_size=1024,
                   batch_size=4, grad_accum=4, max_steps=400, learning_rate=2e-4,
                   embed_learning_rate=2e-5, warmup_steps=20, seed=0, train_chars=20_000_000, english_share=0.1,
