@@ -6,6 +6,8 @@ import random
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 
 def device() -> torch.device:
     """CUDA when present, else CPU (the tiny profile is tuned for CPU)."""
@@ -169,7 +171,7 @@ def stage_memory_plan(stage: str, cfg: dict, shape: dict = TINYLLAMA_SHAPE,
         run = dict(quantization=None, batch_size=2 * cfg["batch_size"], seq_len=cfg["max_length"],
                    gradient_checkpointing=cfg["gradient_checkpointing"])
     else:
-        raise ValueError(f"no memory plan for stage {stage!r}; stages that train: cpt, sft, dpo")
+        raise ConfigError(f"no memory plan for stage {stage!r}; stages that train: cpt, sft, dpo")
     return memory_plan(shape, lora_r=cfg["lora_r"], embeddings=cfg["embeddings"], compute_dtype=compute_dtype,
                        **run)
 
