@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zhllm import base, ceval, cli, corpora, cpt, dpo, hub, sft, tokenizer as tokenizer_expand
+from zhllm import base, ceval, cli, corpora, dpo, hub, sft, tokenizer as tokenizer_expand
 from zhllm.errors import ConfigError, MissingDependencyError, TokenizerError
 
 from . import hub_mirror

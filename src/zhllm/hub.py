@@ -140,7 +140,8 @@ def _load_mirrored(folder: Path, config: str | None, split: str, streaming: bool
     files = _card_files(folder, config, base)
     if files is None:
         root = folder / config if config else folder
-        found = sorted(p for p in root.rglob("*") if p.suffix in DATA_EXTENSIONS and not p.name.startswith("."))
+        found = sorted(p for p in root.rglob("*") if p.suffix in DATA_EXTENSIONS and not p.name.startswith(".")
+                       and p.name not in ("dataset_info.json", "dataset_infos.json"))  # metadata, not rows
         files = [p for p in found if re.search(rf"(^|[/_.-]){re.escape(base)}([/_.-]|$)", str(p.relative_to(root)))]
         files = files or (found if base == "train" else [])
     if not files:
