@@ -135,7 +135,7 @@ def english(split: str = "train") -> list[str]:
 
 HUB_TEXT = {"zh": "zh_text", "en": "en_text"}  # name -> key of zhllm.hub.DATASETS
 DEFAULT_DOCS = {"zh": 20000, "en": 5000}  # documents read when neither a count nor characters are asked for
-_HUB_STREAMS: dict = {}  # (dataset id, split) -> documents read so far, the open stream, whether it ended
+_HUB_STREAMS: dict = {}  # (dataset id, split, min_chars) -> documents read so far, the open stream, whether it ended
 
 
 def _hub_documents(name: str, split: str, min_chars: int) -> dict:
@@ -146,7 +146,7 @@ def _hub_documents(name: str, split: str, min_chars: int) -> dict:
     from . import hub
 
     info = hub.dataset_info(HUB_TEXT[name])
-    key = (info.id, split)
+    key = (info.id, split, min_chars)
     if key not in _HUB_STREAMS:
         stream = hub.load_dataset(HUB_TEXT[name], "train", streaming=True)
         want = split == "heldout"
