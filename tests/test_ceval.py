@@ -153,7 +153,7 @@ def test_hub_loader_uses_the_same_validation(monkeypatch):
     """`ceval/ceval-exam` has one config per subject; rows become Questions with the same checks."""
     import datasets
 
-    def fake(repo, subject, split):
+    def fake(repo, subject, split, **kwargs):
         assert (repo, subject) == ("ceval/ceval-exam", "logic")
         answer = "Z" if split == "test" and fake.bad else ("A" if split != "test" else "")
         return [{"id": 0, "question": "q", "A": "a", "B": "b", "C": "c", "D": "d", "answer": answer,

@@ -204,6 +204,17 @@ def test_sft_loader_reads_a_local_folder(tmp_path, monkeypatch):
     assert len(report["files"]) == 2 and report["kept"] == 3
 
 
+def shipped_tokenizer():
+    """The shipped model's tokenizer with the kit's chat template: pairs are measured in its tokens."""
+    from transformers import AutoTokenizer
+
+    from zhllm import chat, shipped
+
+    tokenizer = AutoTokenizer.from_pretrained(shipped.model_dir())
+    chat.set_chat_template(tokenizer)
+    return tokenizer
+
+
 def test_dpo_loader_reads_a_local_file(tmp_path, monkeypatch):
     from zhllm.dpo import preferences
 
@@ -212,12 +223,13 @@ def test_dpo_loader_reads_a_local_file(tmp_path, monkeypatch):
                "response_chosen": "《红楼梦》", "response_rejected": "不知道"}
     path = jsonl(tmp_path / "pairs.jsonl", [PAIR, medical, {**PAIR, "chosen": 2}, ["不是对象"],
                                             {**PAIR, "chosen": "好" * 2000}])
-    kept, report = preferences.hub_pairs(str(path), limit=5)
+    tokenizer = shipped_tokenizer()
+    kept, report = preferences.hub_pairs(str(path), tokenizer, 512, limit=5)
     assert [r["chosen"][0]["content"] for r in kept] == ["很好用", "《红楼梦》"]
-    assert report["removed"] == {"not_a_dict": 1, "too_long": 1, "wrong_type": 1}
+    assert report["removed"] == {"not_a_dict": 1, "over 512 tokens": 1, "wrong_type": 1}
     assert f"{path}, row 2, field 'chosen': expected a string or a list of messages, got int" in report["errors"]
     with pytest.raises(DataError, match="5 rows, 6 asked for"):
-        preferences.hub_pairs(str(path), limit=6)
+        preferences.hub_pairs(str(path), tokenizer, 512, limit=6)
 
 
 def test_dpo_loader_names_a_bad_local_file(tmp_path, monkeypatch):
@@ -225,4 +237,4 @@ def test_dpo_loader_names_a_bad_local_file(tmp_path, monkeypatch):
 
     no_hub(monkeypatch)
     with pytest.raises(DataError, match="no such file or folder"):
-        preferences.hub_pairs(str(tmp_path / "missing.jsonl"), limit=1)
+        preferences.hub_pairs(str(tmp_path / "missing.jsonl"), shipped_tokenizer(), 512, limit=1)

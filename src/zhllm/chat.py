@@ -161,7 +161,7 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], max_new_
     last token next to the first generated one.
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     out = []
     for start in range(0, len(conversations), batch_size):

@@ -83,10 +83,15 @@ def check_eval_args(limit: int | None, batch_size: int, output: str | None) -> N
             raise ConfigError(f"--output {output}: the folder {path.parent} does not exist; create it first")
 
 
-def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str, fmt: str | None,
+def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str | None, fmt: str | None,
                limit: int | None, batch_size: int, output: str | None, profile: str) -> None:
     """Score one model on a C-Eval-format exam; without --model, build stage 06 (every stage model)."""
     check_eval_args(limit, batch_size, output)
+    if hub:  # a split the benchmark lacks (CMMLU has no val) is refused before a model loads
+        from . import hub as hub_access
+
+        split = split or ("val" if "val" in hub_access.DATASETS[hub].splits else "test")
+        hub_access.check_split(hub_access.DATASETS[hub], split)
     if model is None:
         artifacts.ensure("ceval", profile)
         print("\n".join(line for line in results_table(profile).splitlines() if line.startswith("ceval")))
@@ -108,6 +113,7 @@ def eval_ceval(model: str | None, data: str | None, hub: str | None, split: str,
         if hub:
             questions = ceval.load_hub(hub, split)
         else:
+            split = split or "val"
             questions = ceval.load_folder(Path(data) if data else exam.build_exam(Path(tmp) / "exam"), split)
     fmt = fmt or ceval_stage.exam_format(tokenizer)
     results = ceval_scoring.score_exam(llm, tokenizer, questions, fmt, batch_size, limit=limit)
@@ -197,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "omitted: build stage 06, which scores every built stage model")
     p.add_argument("--data", help="a folder in C-Eval or CMMLU layout (<split>/<subject>_<split>.csv)")
     p.add_argument("--hub", choices=("ceval", "cmmlu"), help="download the real benchmark from the hub instead")
-    p.add_argument("--split", default="val", help="val (answers published) or dev; CMMLU: test "
-                   "(answers published too) or dev (default: val)")
+    p.add_argument("--split", help="the split to score (default: val; CMMLU on the hub has only dev and test, "
+                   "so --hub cmmlu scores test, whose answers are published)")
     p.add_argument("--format", dest="fmt", help="a prompt format of zhllm.ceval.FORMATS (default: "
                    "chat_zero_shot for a model with a chat template, else official_zero_shot)")
     p.add_argument("--limit", type=int, help="only the first N questions of each subject")

@@ -133,43 +133,84 @@ def english(split: str = "train") -> list[str]:
 
 # ---- hub loaders (colab / full) -------------------------------------------------------------
 
-HUB_TEXT = {
-    # name: (dataset id, config, text field); Chinese general text for CPT, English for retention checks
-    "zh": ("pleisto/wikipedia-cn-20230720-filtered", None, "completion"),
-    "en": ("wikitext", "wikitext-103-raw-v1", "text"),
-}
+HUB_TEXT = {"zh": "zh_text", "en": "en_text"}  # name -> key of zhllm.hub.DATASETS
+DEFAULT_DOCS = {"zh": 20000, "en": 5000}  # documents read when neither a count nor characters are asked for
+_HUB_STREAMS: dict = {}  # (dataset id, split, min_chars) -> documents read so far, the open stream, whether it ended
 
 
-def hub_text(name: str, split: str, limit: int, min_chars: int = 50) -> list[str]:
-    """The first `limit` documents of a hub corpus (streamed), split 90/10 by md5 like the offline ones."""
+def _hub_documents(name: str, split: str, min_chars: int) -> dict:
+    """The cache of one hub corpus split: documents read so far are kept, the stream stays open for more.
+
+    Both splits come from the set's `train` split, 90/10 by the md5 of the row number, like the offline ones.
+    """
+    from . import hub
+
+    info = hub.dataset_info(HUB_TEXT[name])
+    key = (info.id, split, min_chars)
+    if key not in _HUB_STREAMS:
+        stream = hub.load_dataset(HUB_TEXT[name], "train", streaming=True)
+        want = split == "heldout"
+        rows = ((i, (row.get(info.text_field) or "").strip()) for i, row in enumerate(stream))
+        docs = (text for i, text in rows if len(text) >= min_chars and (_bucket(f"{info.id}:{i}") == 0) == want)
+        _HUB_STREAMS[key] = {"docs": [], "chars": 0, "stream": docs, "ended": False, "id": info.id}
+    return _HUB_STREAMS[key]
+
+
+def hub_text(name: str, split: str, limit: int | None = None, max_chars: int | None = None,
+             min_chars: int = 50) -> list[str]:
+    """The first documents of a hub corpus: `limit` of them, or enough to reach `max_chars` characters.
+
+    Read once per (data set, split) and kept, so later calls cost nothing; when the set runs out before
+    what was asked, a line says how much there was.
+    """
     _check_split(split)
-    from datasets import load_dataset
+    if limit is None and max_chars is None:
+        limit = DEFAULT_DOCS[name]
+    cache = _hub_documents(name, split, min_chars)
 
-    repo, config, field = HUB_TEXT[name]
-    stream = load_dataset(repo, config, split="train", streaming=True)
-    out, want = [], split == "heldout"
-    for i, row in enumerate(stream):
-        text = (row.get(field) or "").strip()
-        if len(text) >= min_chars and (_bucket(f"{repo}:{i}") == 0) == want:
-            out.append(text)
-            if len(out) >= limit:
-                break
-    return out
+    def enough():
+        return (limit is not None and len(cache["docs"]) >= limit) or \
+            (max_chars is not None and cache["chars"] >= max_chars)
+
+    while not enough() and not cache["ended"]:
+        text = next(cache["stream"], None)
+        if text is None:
+            cache["ended"] = True
+            asked = f"{limit:,} documents" if limit is not None else f"{max_chars:,} characters"
+            print(f"[zhllm] {cache['id']} ({split}) ran out: {len(cache['docs']):,} documents, "
+                  f"{cache['chars']:,} characters, {asked} asked for")
+        else:
+            cache["docs"].append(text)
+            cache["chars"] += len(text)
+    docs = cache["docs"] if limit is None else cache["docs"][:limit]
+    if max_chars is not None:
+        used, n = 0, 0
+        while n < len(docs) and (used + len(docs[n]) <= max_chars or n == 0):
+            used += len(docs[n])
+            n += 1
+        docs = docs[:n]
+    return list(docs)
 
 
-def chinese_text(split: str = "train", profile: str | None = None, limit: int = 20000) -> list[str]:
-    """Chinese documents for the profile: People's Daily offline (tiny), hub text otherwise."""
+def chinese_text(split: str = "train", profile: str | None = None, limit: int | None = None,
+                 max_chars: int | None = None) -> list[str]:
+    """Chinese documents for the profile: People's Daily offline (tiny), hub text otherwise.
+
+    On the hub, `max_chars` reads as many documents as those characters need (no fixed document cap);
+    `limit` caps the count; neither reads the first 20,000 documents.
+    """
     from .profiles import current
 
     if current(profile) == "tiny":
         return people_daily(split)
-    return hub_text("zh", split, limit)
+    return hub_text("zh", split, limit, max_chars)
 
 
-def english_text(split: str = "train", profile: str | None = None, limit: int = 5000) -> list[str]:
+def english_text(split: str = "train", profile: str | None = None, limit: int | None = None,
+                 max_chars: int | None = None) -> list[str]:
     """English documents for the profile: the standard library's own text (tiny), hub text otherwise."""
     from .profiles import current
 
     if current(profile) == "tiny":
         return english(split)
-    return hub_text("en", split, limit)
+    return hub_text("en", split, limit, max_chars)

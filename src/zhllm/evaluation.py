@@ -25,7 +25,7 @@ def bits_per_character(model, tokenizer, texts: list[str], block_size: int = 256
         for start in range(0, len(ids), block_size - 1):
             blocks.append([tokenizer.bos_token_id] + ids[start:start + block_size - 1])
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device  # a model kept whole on one device (see zhllm.cpt.merge)
     total_nats = 0.0
     blocks.sort(key=len)  # similar lengths together: less padding
     for i in range(0, len(blocks), batch_size):

@@ -2,6 +2,7 @@
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from . import hub
 from .errors import ConfigError
 from .runtime import device, dtype_for
 
@@ -60,7 +61,7 @@ def quantization_config(quantization: str | None, dtype: torch.dtype | None = No
 
 
 def load_causal_lm(path: str, quantization=None, dtype: torch.dtype | None = None):
-    """Load a causal LM from a hub name or directory in `dtype` (default: the runtime rule).
+    """Load a causal LM from a hub name (through `zhllm.hub`) or directory in `dtype` (default: the runtime rule).
 
     `quantization`: None, "8bit", "4bit" (see `quantization_config`) or a `BitsAndBytesConfig` of your own.
     """
@@ -68,7 +69,7 @@ def load_causal_lm(path: str, quantization=None, dtype: torch.dtype | None = Non
     if isinstance(quantization, str) or quantization is None:
         quantization = quantization_config(quantization, dtype)
     kwargs = {"dtype": dtype} if quantization is None else {"dtype": dtype, "quantization_config": quantization}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(hub.model_path(str(path)), **kwargs)
     if quantization is None:
         model.to(device())
     return model

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from . import artifacts
+from . import artifacts, hub
 from .errors import ConfigError
 from .profiles import PROFILES
 
@@ -224,11 +224,12 @@ def load(path: str | Path, stage: str, overrides=()) -> tuple:
 
 
 def settings(kit, args) -> dict:
-    """The stage's settings dict (the keys of its SETTINGS) for the stage functions: kit keys + the seed.
+    """The stage's settings dict (the keys of its SETTINGS) for the stage functions: kit keys, the seed and
+    `gradient_checkpointing` (the training arguments' `activation_checkpointing`).
 
     `pack_batches` is SETTINGS' `packing`, renamed because SFTConfig has a `packing` key of its own.
     """
-    cfg = {**asdict(kit), "seed": args.seed}
+    cfg = {**asdict(kit), "seed": args.seed, "gradient_checkpointing": args.activation_checkpointing}
     if "pack_batches" in cfg:
         cfg["packing"] = cfg.pop("pack_batches")
     return cfg
@@ -240,14 +241,15 @@ STAGE_PATH = re.compile(r"^runs/(?P<profile>[a-z]+)/(?P<stage>[a-z]+)/(?P<rest>.
 
 
 def resolve_model(name: str) -> str:
-    """A model path; `runs/<profile>/<stage>/...` names a kit stage, built first when missing.
+    """A model path; `runs/<profile>/<stage>/...` names a kit stage, built first when missing; a hub id
+    goes through `zhllm.hub` (its mirror folder when $ZHLLM_HUB_MIRROR is set).
 
     The stage lives under $ZHLLM_RUNS when it is set. Each machine's first process builds it while the
     others wait, so a multi-node run with node-local disks builds once per node.
     """
     match = STAGE_PATH.match(name)
     if not match or match["stage"] not in artifacts.STAGES or match["profile"] not in PROFILES:
-        return name
+        return hub.model_path(name)
     from accelerate import PartialState
 
     with PartialState().local_main_process_first():
@@ -304,7 +306,8 @@ def _train_dpo(kit, args, cfg: dict):
     from .dpo import preferences as preference_data
 
     model, tokenizer = dpo.load_policy(resolve_model(kit.model_name_or_path))
-    train_rows, heldout, description = preference_data.pairs_for(kit.profile, cfg)
+    cfg["max_length"] = args.max_length  # the trainer's limit is the one pairs are measured against
+    train_rows, heldout, description = preference_data.pairs_for(kit.profile, cfg, tokenizer)
     print(f"[zhllm] {description}")
     trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout, cfg, args.output_dir, args=args)
     before = checksum(trainer.model)

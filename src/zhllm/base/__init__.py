@@ -7,5 +7,6 @@ Modules:
 It measures its tokenizer with stage 01's meters (`zhllm.tokenizer.chars_per_token`, ...).
 """
 from . import training
-from .training import (SETTINGS, SP_OPTIONS, BlockDataset, build, evaluate, hf_tokenizer, pretrain, save,
+from .training import (SETTINGS, SP_OPTIONS, BlockDataset, build, evaluate, hf_tokenizer, load_hub_base, pretrain,
+                       save,
                        token_blocks, train_tokenizer)

@@ -15,7 +15,7 @@ import torch
 from tokenizers import normalizers, pre_tokenizers, processors
 from transformers import LlamaTokenizer, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
-from .. import artifacts, corpora, evaluation, runtime
+from .. import artifacts, corpora, evaluation, hub, runtime
 from .. import tokenizer as tokenizer_expand
 from ..modeling import count_parameters, load_causal_lm, tiny_llama
 from ..profiles import pick
@@ -142,8 +142,9 @@ def _matching_checkpoints(checkpoint_dir: Path, run: dict) -> bool:
 def evaluate(model, tokenizer, profile: str | None = None) -> dict:
     """The stage-00 metrics: held-out English bits/char against the unigram baseline, Chinese chars/token."""
     cfg = pick(SETTINGS, profile)
-    en_heldout = evaluation.take_chars(corpora.english_text("heldout", profile), cfg["eval_max_chars"])
-    zh_heldout = evaluation.take_chars(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"])
+    n = cfg["eval_max_chars"]
+    en_heldout = evaluation.take_chars(corpora.english_text("heldout", profile, max_chars=n), n)
+    zh_heldout = evaluation.take_chars(corpora.chinese_text("heldout", profile, max_chars=n), n)
     return {
         "en_bpc_heldout": evaluation.bits_per_character(model, tokenizer, en_heldout,
                                                         block_size=cfg["block_size"]),
@@ -170,17 +171,26 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
         train_tokens = cfg["max_steps"] * cfg["batch_size"] * cfg["block_size"]
         print(f"loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f} over {cfg['max_steps']} steps")
     else:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(cfg["hub_model"])
-        model = load_causal_lm(cfg["hub_model"])
+        model, tokenizer, sp_model = load_hub_base(cfg["hub_model"])
         train_tokens = 0  # pretrained by its authors; nothing trained here
     metrics = {"params": count_parameters(model), "train_tokens": train_tokens,
                **evaluate(model, tokenizer, profile)}
     metrics["seconds"] = round(time.time() - start, 1)
-    save(out_dir, model, tokenizer, metrics)
+    save(out_dir, model, tokenizer, metrics, sp_model)
     artifacts.clear_checkpoints("base", profile)
     return metrics
+
+
+def load_hub_base(name: str):
+    """(model, tokenizer, SentencePiece model file or None) of a hub base model, through `zhllm.hub`.
+
+    The `tokenizer.model` is kept because transformers 5 saves only tokenizer.json, and stage 01's
+    SentencePiece path edits the `.model` itself; a byte-level BPE base has none.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hub.model_path(name))
+    return load_causal_lm(name), tokenizer, hub.model_file(name, "tokenizer.model")
 
 
 def save(out_dir: Path, model, tokenizer, metrics: dict, sp_model: Path | None = None) -> None:

@@ -14,5 +14,5 @@ Modules:
 from . import exams, kit_exam, lmeval, scoring, stage, subjects
 from .exams import (CMMLU_HEADER, COT_OPENING, FORMATS, HUB, LAYOUTS, LETTERS, LMEVAL_HEADER, OFFICIAL_HEADER,
                     Exam, PromptFormat, Question, get_format, load_folder, load_hub, question_block, read_csv,
-                    reference_dir, render, render_fitting, shot_answer, subject_table, with_shots)
+                    reference_dir, render, render_fitting, scored_split, shot_answer, subject_table, with_shots)
 from .stage import build

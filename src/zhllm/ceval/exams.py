@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .. import hub
 from ..errors import ConfigError, DataError, MissingDependencyError
 from .subjects import CEVAL_HARD, CEVAL_SUBJECTS, CMMLU_SUBJECTS
 
@@ -175,24 +176,39 @@ def load_folder(root: Path, split: str = "val", dev_split: str | None = "dev",
                 subjects={s: table[s] for s in subjects}, hard=hard)
 
 
-HUB = {"ceval": "ceval/ceval-exam", "cmmlu": "haonan-li/cmmlu"}
+HUB = {name: hub.DATASETS[name].id for name in ("ceval", "cmmlu")}
 
 
-def load_hub(benchmark: str = "ceval", split: str = "val", subjects: list | None = None,
+def scored_split(benchmark: str) -> str:
+    """The split scored by default: C-Eval's `val` (its test answers are withheld), CMMLU's `test` (no val)."""
+    splits = hub.DATASETS[benchmark].splits
+    return "val" if "val" in splits else "test"
+
+
+def load_hub(benchmark: str = "ceval", split: str | None = None, subjects: list | None = None,
              dev_split: str | None = "dev") -> Exam:
-    """Load C-Eval (`ceval/ceval-exam`, one config per subject) or CMMLU from the Hugging Face hub."""
-    from datasets import load_dataset
+    """Load C-Eval (`ceval/ceval-exam`) or CMMLU (`haonan-li/cmmlu`) from the hub, one config per subject.
 
+    Splits come from `zhllm.hub.DATASETS`: C-Eval has dev/val/test, CMMLU dev/test; `split` defaults to
+    `scored_split(benchmark)`, and a split the benchmark lacks is refused before anything is downloaded.
+    """
+    if benchmark not in HUB:
+        raise ConfigError(f"unknown benchmark {benchmark!r}; the hub ones are {', '.join(HUB)}")
+    split = split or scored_split(benchmark)
+    info = hub.DATASETS[benchmark]
+    for which in (split, dev_split):
+        if which:
+            hub.check_split(info, which)
     layout = "cmmlu" if benchmark == "cmmlu" else "ceval"
     table = subject_table(None, layout)
     subjects = subjects or list(table)
 
     def rows(subject, which):
-        data = load_dataset(HUB[benchmark], subject, split=which)
+        data = hub.load_dataset(benchmark, which, config=subject)
         source = f"hf://{HUB[benchmark]}/{subject}/{which}"
         id_col = LAYOUTS[layout][0]
         return [_make_question({**r, id_col: r.get(id_col, i)}, layout, subject, source, i + 1,
-                               need_answer=which != "test") for i, r in enumerate(data)]
+                               need_answer=which != "test" or layout == "cmmlu") for i, r in enumerate(data)]
 
     questions = {s: rows(s, split) for s in subjects}
     dev = {s: rows(s, dev_split) for s in subjects} if dev_split else {}

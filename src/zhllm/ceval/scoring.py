@@ -90,7 +90,7 @@ def letter_logprobs(model, tokenizer, prompts: list[str], delimiter: str = "", b
     order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][1]))
     scores = [[0.0] * 4 for _ in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
+    device = model.device
     for start in range(0, len(order), batch_size):
         batch = [jobs[j] for j in order[start:start + batch_size]]
         width = max(len(inp) for _, inp, _ in batch)
@@ -193,7 +193,7 @@ def generate_answers(model, tokenizer, exam: Exam, fmt="official_cot_5shot", max
     old_pad = tokenizer.pad_token
     if old_pad is None:  # Llama-2 and TinyLlama ship without one; masked out anyway
         tokenizer.pad_token = tokenizer.eos_token
-    device = next(model.parameters()).device
+    device = model.device
     texts = []
     try:
         for start in range(0, len(prompts), batch_size):

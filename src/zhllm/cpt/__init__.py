@@ -11,6 +11,7 @@ Modules:
 """
 from . import long_run, training
 from .training import (EMBEDDINGS, LLAMA2_SHAPES, LORA_TARGETS, SETTINGS, ListDataset, bpc_pair, build,
-                       embedding_memory, load_for_training, lora_config, max_abs_logit_diff, merge, naive_merge,
+                       embedding_memory, load_for_training, logits_as_trained, lora_config, max_abs_logit_diff, merge,
+                       merge_tolerance, naive_merge,
                        optimizer, pack_documents, padding_avoided, train, trainable_parameters_from_config,
                        training_args, training_text, shipped_bpc, zh_ngram_bpc)

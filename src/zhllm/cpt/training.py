@@ -20,11 +20,13 @@ from ..modeling import count_parameters, load_causal_lm
 SETTINGS = {
     "tiny": dict(quantization="4bit", lora_r=16, lora_alpha=32, embeddings="full", block_size=256,
                  batch_size=8, grad_accum=1, max_steps=100, learning_rate=3e-3, embed_learning_rate=1e-3,
-                 warmup_steps=10, seed=0, train_chars=600_000, english_share=0.2, eval_max_chars=20_000),
+                 warmup_steps=10, seed=0, train_chars=600_000, english_share=0.2, eval_max_chars=20_000,
+                 gradient_checkpointing=False),
+    # gradient_checkpointing: without it the T4 plan is 15.0 GiB, with it 8.3 GiB (zhllm.runtime.memory_plan)
     "colab": dict(quantization="4bit", lora_r=64, lora_alpha=16, embeddings="full", block_size=1024,
                   batch_size=4, grad_accum=4, max_steps=400, learning_rate=2e-4,
                   embed_learning_rate=2e-5, warmup_steps=20, seed=0, train_chars=20_000_000, english_share=0.1,
-                  eval_max_chars=100_000),
+                  eval_max_chars=100_000, gradient_checkpointing=True),
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 EMBEDDINGS = ["embed_tokens", "lm_head"]
@@ -58,8 +60,12 @@ def load_for_training(model_dir: str | Path, quantization, cfg: dict, new_token_
     from the settings. Notebook 02 builds both objects in view and passes them.
     """
     model = load_causal_lm(str(model_dir), quantization=quantization)
+    checkpointing = cfg.get("gradient_checkpointing", False)  # recompute activations: memory for time
     if quantization:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    elif checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
     lora = lora or lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"], new_token_ids)
     runtime.seed_everything(cfg["seed"])  # LoRA's A matrices start random: same seed, same start
     return get_peft_model(model, lora)
@@ -163,6 +169,7 @@ def training_args(cfg: dict, checkpoint_dir: Path) -> TrainingArguments:
         save_strategy="steps", save_steps=max(cfg["max_steps"] // 4, 1), save_total_limit=1,
         report_to=[], seed=cfg["seed"], data_seed=cfg["seed"], disable_tqdm=True,
         dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=cfg.get("gradient_checkpointing", False),
         fp16=runtime.dtype_for() == torch.float16, bf16=runtime.dtype_for() == torch.bfloat16)
 
 
@@ -184,11 +191,12 @@ def train(model, blocks: list[dict], checkpoint_dir: Path, cfg: dict, stop_after
     return [e for e in trainer.state.log_history if "loss" in e]
 
 
-def merge(model, model_dir: Path, adapter_dir: Path):
+def merge(model, model_dir: Path, adapter_dir: Path, device: torch.device | str | None = None):
     """Merge the adapter into an fp32 copy of the weights *it was trained on* (dequantised NF4).
 
     Merging into the original fp32 weights (the usual recipe) silently swaps the base the adapter
-    learned to correct; we measure that gap too (`naive_merge`).
+    learned to correct; we measure that gap too (`naive_merge`). The merge happens on the CPU and the
+    merged model ends whole on `device` (default: the runtime's), never split between CPU and GPU.
     """
     import bitsandbytes as bnb
 
@@ -197,30 +205,48 @@ def merge(model, model_dir: Path, adapter_dir: Path):
         if isinstance(module, bnb.nn.Linear4bit):
             weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
             target = merged.get_submodule(name.removesuffix(".base_layer"))
-            target.weight.data = weight.to(torch.float32).reshape(target.weight.shape)
-    return PeftModel.from_pretrained(merged, str(adapter_dir)).merge_and_unload()
+            target.weight.data = weight.to("cpu", torch.float32).reshape(target.weight.shape)
+    merged = PeftModel.from_pretrained(merged, str(adapter_dir)).merge_and_unload()
+    return merged.to(device or runtime.device())
 
 
 def naive_merge(model_dir: Path, adapter_dir: Path):
-    """The common QLoRA merge: adapter on top of the original fp32 weights (for comparison only)."""
+    """The common QLoRA merge: adapter on top of the original fp32 weights (for comparison only; on the CPU)."""
     merged = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     return PeftModel.from_pretrained(merged, str(adapter_dir)).merge_and_unload()
 
 
 @torch.no_grad()
-def max_abs_logit_diff(model_a, model_b, input_ids: torch.Tensor) -> float:
-    """Largest absolute difference between two models' logits on the same inputs, as trained.
+def logits_as_trained(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """fp32 logits on the CPU of `model` run in training mode (dropout is 0 here) on `input_ids`, moved to it.
 
-    Both run in training mode (dropout is 0 here): in eval mode bitsandbytes computes 4-bit layers
-    in bf16 on CPUs with AVX512-BF16, which is a different model from the fp32 one we trained.
+    Training mode: in eval mode bitsandbytes computes 4-bit layers in bf16 on CPUs with AVX512-BF16,
+    which is a different model from the fp32 one we trained.
     """
-    logits = []
-    for model in (model_a, model_b):
-        was_training = model.training
-        model.train()
-        logits.append(model(input_ids=input_ids).logits.float())
-        model.train(was_training)
-    return (logits[0] - logits[1]).abs().max().item()
+    was_training = model.training
+    model.train()
+    logits = model(input_ids=input_ids.to(model.device)).logits.float().cpu()
+    model.train(was_training)
+    return logits
+
+
+def max_abs_logit_diff(model_a, model_b, input_ids: torch.Tensor) -> float:
+    """Largest absolute difference between two models' logits on the same inputs, as trained."""
+    return (logits_as_trained(model_a, input_ids) - logits_as_trained(model_b, input_ids)).abs().max().item()
+
+
+MERGE_EPS_FACTOR = 32
+
+
+def merge_tolerance(logits: torch.Tensor, compute_dtype: torch.dtype | None = None) -> float:
+    """The largest logit difference a correct merge may show: 32 x eps(compute dtype) x the logits' scale.
+
+    The adapter model computes in `compute_dtype` (fp16 on a T4, bf16 on an A100, fp32 on a CPU), the merged
+    one in fp32: their logits differ by rounding alone, a few units of the compute dtype's eps relative to the
+    logits' size, accumulated over the layers. 1e-3 holds for fp32 and fails every fp16 merge.
+    """
+    compute_dtype = compute_dtype or runtime.dtype_for()
+    return MERGE_EPS_FACTOR * torch.finfo(compute_dtype).eps * max(1.0, logits.abs().max().item())
 
 
 def training_text(profile: str | None, cfg: dict) -> list[str]:
@@ -228,9 +254,10 @@ def training_text(profile: str | None, cfg: dict) -> list[str]:
 
     Without replay, continued pretraining on Chinese alone makes the model forget English.
     """
-    zh = evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"])
-    en = evaluation.take_chars(corpora.english_text("train", profile),
-                               int(cfg["train_chars"] * cfg["english_share"]))
+    zh = evaluation.take_chars(corpora.chinese_text("train", profile, max_chars=cfg["train_chars"]),
+                               cfg["train_chars"])
+    en_chars = int(cfg["train_chars"] * cfg["english_share"])
+    en = evaluation.take_chars(corpora.english_text("train", profile, max_chars=en_chars), en_chars)
     mixed = zh + en
     order = torch.randperm(len(mixed), generator=torch.Generator().manual_seed(cfg["seed"])).tolist()
     return [mixed[i] for i in order]
@@ -238,8 +265,8 @@ def training_text(profile: str | None, cfg: dict) -> list[str]:
 
 def bpc_pair(model, tokenizer, profile: str | None, max_chars: int) -> tuple[float, float]:
     """Bits per character on held-out Chinese and held-out English."""
-    zh = evaluation.take_chars(corpora.chinese_text("heldout", profile), max_chars)
-    en = evaluation.take_chars(corpora.english_text("heldout", profile), max_chars)
+    zh = evaluation.take_chars(corpora.chinese_text("heldout", profile, max_chars=max_chars), max_chars)
+    en = evaluation.take_chars(corpora.english_text("heldout", profile, max_chars=max_chars), max_chars)
     return (evaluation.bits_per_character(model, tokenizer, zh),
             evaluation.bits_per_character(model, tokenizer, en))
 
@@ -250,8 +277,10 @@ def zh_ngram_bpc(profile: str | None, cfg: dict) -> dict:
     Two lines to read a model against: near the unigram line it knows which characters are frequent;
     below the bigram line it uses more than the previous character.
     """
-    train = evaluation.take_chars(corpora.chinese_text("train", profile), cfg["train_chars"])
-    heldout = evaluation.take_chars(corpora.chinese_text("heldout", profile), cfg["eval_max_chars"])
+    train = evaluation.take_chars(corpora.chinese_text("train", profile, max_chars=cfg["train_chars"]),
+                                  cfg["train_chars"])
+    heldout = evaluation.take_chars(corpora.chinese_text("heldout", profile, max_chars=cfg["eval_max_chars"]),
+                                    cfg["eval_max_chars"])
     return {"zh_bpc_unigram": evaluation.unigram_bits_per_character(train, heldout),
             "zh_bpc_bigram": evaluation.bigram_bits_per_character(train, heldout)}
 
@@ -299,6 +328,7 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
         "train_tokens": train_tokens, "tokens_per_second": train_tokens / train_seconds,
         "peak_memory_mb": runtime.peak_memory_mb(),
         "merge_max_abs_logit_diff": max_abs_logit_diff(model, merged, probe),
+        "merge_tolerance": merge_tolerance(logits_as_trained(merged, probe)),
         "naive_merge_max_abs_logit_diff": max_abs_logit_diff(
             model, naive_merge(expanded_dir, out_dir / "adapter"), probe),
     }

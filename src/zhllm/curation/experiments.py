@@ -39,7 +39,7 @@ def reply_loss(model, tokenizer, examples: list[dict], max_length: int, batch_si
     """
     rows, _ = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], max_length, source="heldout")
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     total = tokens = 0.0
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]

@@ -200,7 +200,7 @@ def embed_and_score(model, tokenizer, texts: list[str], batch_size: int = 32,
     and batched by length, so little is padding.
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = model.device
     ids = [[tokenizer.bos_token_id] + tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens - 1]
            for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]))

@@ -14,7 +14,7 @@ import random
 import re
 from collections import defaultdict
 
-from .. import corpora, formats
+from .. import artifacts, chat, corpora, formats
 from ..errors import DataError
 from ..sft import tasks as sft_data
 
@@ -97,33 +97,50 @@ def _normalize_local(rows, source: str, strict: bool = False) -> tuple[list, dic
     return formats.normalize_preferences((_from_hub_row(r) for r in rows), source, strict=strict)
 
 
-def _without_long(rows: list, report: dict, max_chars: int) -> tuple[list, dict]:
-    """Rows of at most `max_chars` characters in all; the others are removed and counted as `too_long`."""
-    kept = [r for r in rows if sum(len(m["content"]) for k in r for m in r[k]) <= max_chars]
+def token_length(tokenizer, row: dict) -> int:
+    """Tokens of the longer side of a pair as trained: the prompt with the chat template, a reply and its EOS."""
+    prompt = len(chat.encode_prompt(tokenizer, row["prompt"]))
+    replies = ["".join(m["content"] for m in row[side]) for side in ("chosen", "rejected")]
+    return prompt + max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies) + 1
+
+
+def _within(rows: list, report: dict, tokenizer, max_length: int) -> tuple[list, dict]:
+    """Pairs of at most `max_length` tokens (the trainer's own limit); the others are removed and counted."""
+    kept = [r for r in rows if token_length(tokenizer, r) <= max_length]
     if len(kept) < len(rows):
-        report["removed"]["too_long"] = len(rows) - len(kept)
+        report["removed"][f"over {max_length} tokens"] = len(rows) - len(kept)
         report["kept"] = len(kept)
     return kept, report
 
 
-def hub_pairs(name: str, split: str = "train", limit: int = 2000, max_chars: int = 1000) -> tuple[list, dict]:
-    """Rows of a hub preference set, normalised and validated; too-long rows are removed and counted.
+def hub_pairs(name: str, tokenizer, max_length: int, split: str = "train", limit: int = 2000) -> tuple[list, dict]:
+    """Rows of a hub preference set (its config from `zhllm.hub`), normalised and validated.
 
-    `name` may be a local .json / .jsonl file or a folder of them, read by `formats.read_local` (no splits)."""
+    Pairs longer than `max_length` tokens are removed and counted, not cut. `name` may be a local .json /
+    .jsonl file or a folder of them, read by `formats.read_local` (no splits).
+    """
     if formats.is_local_path(name):
-        return _without_long(*formats.read_local(name, limit, _normalize_local), max_chars)
-    from datasets import load_dataset
+        return _within(*formats.read_local(name, limit, _normalize_local), tokenizer, max_length)
+    from .. import hub
 
-    raw = formats.check_count(list(load_dataset(name, split=f"{split}[:{limit}]")), limit, name)
+    raw = formats.check_count(list(hub.load_dataset(name, split=f"{split}[:{limit}]")), limit, name)
     rows, report = formats.normalize_preferences((_from_hub_row(dict(r)) for r in raw), name, strict=False)
-    return _without_long(rows, report, max_chars)
+    return _within(rows, report, tokenizer, max_length)
 
 
-def pairs_for(profile: str, cfg: dict) -> tuple[list[dict], list[dict], str]:
-    """(train rows, held-out rows, a one-line description) for the profile's settings."""
+def pairs_for(profile: str, cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], str]:
+    """(train rows, held-out rows, a one-line description) for the profile's settings.
+
+    A hub set's pairs are measured in tokens of `tokenizer` (default: the SFT stage's, with its chat template).
+    """
     held = review_pairs("heldout", cfg["heldout_pairs"], cfg["seed"])
     if cfg.get("hub_dataset"):
-        rows, report = hub_pairs(cfg["hub_dataset"], limit=cfg["train_pairs"])
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(artifacts.ensure("sft", profile) / "model")
+            chat.set_chat_template(tokenizer)
+        rows, report = hub_pairs(cfg["hub_dataset"], tokenizer, cfg["max_length"], limit=cfg["train_pairs"])
         return rows, held, formats.describe(report)
     rows = review_pairs("train", cfg["train_pairs"], cfg["seed"])
     return rows, held, f"review pairs: {len(rows)} train, {len(held)} held out"

@@ -116,7 +116,7 @@ def sample_replies(model, tokenizer, conversations: list[list[dict]], max_new_to
     Sampling, not greedy: a judge should rate what the policy *tends* to say, not its single mode.
     """
     model.eval()
-    dev = next(model.parameters()).device
+    dev = model.device
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(seed)
     out = []
@@ -203,7 +203,8 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     start = time.time()
     runtime.set_threads()
     model, tokenizer = load_policy(artifacts.ensure("sft", profile) / "model")
-    train_rows, heldout, _ = preference_data.pairs_for(profile, cfg)
+    train_rows, heldout, about = preference_data.pairs_for(profile, cfg, tokenizer)
+    print(f"[zhllm] {about}")
     checkpoints = artifacts.checkpoint_dir("dpo", profile)
     trainer = make_trainer(model, tokenizer, train_rows, heldout, cfg, checkpoints)
     trainer.train()

@@ -67,9 +67,9 @@ def hub_examples(name: str, limit: int) -> tuple[list[dict], dict]:
     if formats.is_local_path(name):
         conversations, report = formats.read_local(name, limit, formats.normalize_rows)
         return [{"task": "hub", "messages": m} for m in conversations], report
-    from datasets import load_dataset
+    from .. import hub
 
-    raw = formats.check_count(list(load_dataset(name, split=f"train[:{limit}]")), limit, name)
+    raw = formats.check_count(list(hub.load_dataset(name, split=f"train[:{limit}]")), limit, name)
     conversations, report = formats.normalize_rows(raw, name, strict=False)
     return [{"task": "hub", "messages": m} for m in conversations], report
 

@@ -31,10 +31,12 @@ BYTE_RE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
 
 def load_tokenizer(name_or_path):
-    """A Hugging Face tokenizer from a local directory or a hub name (offline runs need it cached)."""
+    """A Hugging Face tokenizer from a local directory or a hub name (through `zhllm.hub`: mirrors, offline)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    from .. import hub
+
+    return AutoTokenizer.from_pretrained(hub.model_path(str(name_or_path)))
 
 
 def _backend_state(tokenizer) -> dict:

@@ -1,0 +1,87 @@
+"""A small local hub mirror (`ZHLLM_HUB_MIRROR` layout, `<org>/<name>/`) with stand-ins for the colab profile's repos.
+
+Each stand-in keeps the real repository's file layout (README configs, config folders, split file names) and
+column names, with a few rows of real Chinese and English text from the offline corpora; the model stand-in is
+a tiny Llama with a real SentencePiece `tokenizer.model` beside its tokenizer.json, as TinyLlama's repo has.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from zhllm import corpora
+from zhllm.ceval.subjects import CMMLU_SUBJECTS
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _card(path: Path, configs: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"---\nconfigs:\n{configs}---\nStand-in with the real layout.\n", encoding="utf-8")
+
+
+def write_exams(root: Path) -> None:
+    """C-Eval (README configs, `<subject>/<split>-*.parquet`) and CMMLU (folders per subject, dev and test only)."""
+    ceval = root / "ceval/ceval-exam"
+    row = lambda i, answer: {"id": i, "question": f"问题{i}", "A": "甲", "B": "乙", "C": "丙", "D": "丁",  # noqa: E731
+                             "answer": answer, "explanation": ""}
+    for split, answer in (("dev", "A"), ("val", "B"), ("test", "")):
+        (ceval / "logic").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([row(i, answer) for i in range(3)]).to_parquet(ceval / "logic" / f"{split}-00000-of-00001.parquet")
+    _card(ceval / "README.md", "- config_name: logic\n  data_files:\n  - split: test\n    path: logic/test-*\n"
+          "  - split: val\n    path: logic/val-*\n  - split: dev\n    path: logic/dev-*\n")
+    for subject in CMMLU_SUBJECTS:
+        folder = root / "haonan-li/cmmlu" / subject
+        folder.mkdir(parents=True, exist_ok=True)
+        for split in ("dev", "test"):
+            rows = [{"Question": f"{subject}题{i}", "A": "甲", "B": "乙", "C": "丙", "D": "丁", "Answer": "C"}
+                    for i in range(2)]
+            pd.DataFrame(rows).to_parquet(folder / f"{split}-00000-of-00001.parquet")
+
+
+def write_preferences(root: Path, zh_rows: list[dict]) -> None:
+    """shibing624/DPO-En-Zh-20k-Preference: configs `en` and `zh`, no default; MedicalGPT's columns."""
+    folder = root / "shibing624/DPO-En-Zh-20k-Preference"
+    en = [{"system": "", "history": [], "question": "Say hi", "response_chosen": "Hi!", "response_rejected": "No."}]
+    _jsonl(folder / "dpo_en.jsonl", en * len(zh_rows))
+    _jsonl(folder / "dpo_zh.jsonl", zh_rows)
+    _card(folder / "README.md", "- config_name: en\n  data_files: dpo_en.jsonl\n"
+          "- config_name: zh\n  data_files: dpo_zh.jsonl\n")
+
+
+def write_texts(root: Path, zh_docs: list[str] | None = None) -> None:
+    """The Chinese wiki (one JSON file, `completion`), wikitext (config folders of parquet) and alpaca-zh."""
+    zh_docs = zh_docs or [p for p in corpora.people_daily("train") if len(p) >= 50][:3000]
+    _jsonl(root / "pleisto/wikipedia-cn-20230720-filtered/wikipedia-cn-20230720-filtered.json",
+           [{"completion": t, "source": "wikipedia.zh2307"} for t in zh_docs])
+    wikitext = root / "Salesforce/wikitext/wikitext-103-raw-v1"
+    wikitext.mkdir(parents=True, exist_ok=True)
+    english = corpora.english("train")
+    for split in ("train", "validation", "test"):
+        pd.DataFrame({"text": english}).to_parquet(wikitext / f"{split}-00000-of-00001.parquet")
+    alpaca = [{"instruction": "把这句话翻译成英文。", "input": "你好", "output": "Hello"},
+              {"instruction": "写一句问候语。", "input": "", "output": "早上好！"}] * 3
+    path = root / "shibing624/alpaca-zh/alpaca_gpt4_data_zh.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(alpaca, ensure_ascii=False), encoding="utf-8")
+
+
+def write_base_model(root: Path, vocab_size: int = 1000) -> Path:
+    """TinyLlama/TinyLlama_v1.1's layout: config, weights, tokenizer.json + tokenizer_config and tokenizer.model."""
+    from transformers import LlamaTokenizer
+
+    from zhllm import base
+    from zhllm.modeling import tiny_llama
+
+    folder = root / "TinyLlama/TinyLlama_v1.1"
+    sp_model = base.train_tokenizer(corpora.english("train")[:300], folder / "sp", vocab_size)
+    shutil.copy(sp_model, folder / "tokenizer.model")
+    shutil.rmtree(folder / "sp")
+    tokenizer = LlamaTokenizer.from_pretrained(folder, legacy=False)
+    tokenizer.save_pretrained(folder)
+    tiny_llama(len(tokenizer), hidden_size=64, num_layers=2, num_heads=2).save_pretrained(folder)
+    return folder
