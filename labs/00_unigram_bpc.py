@@ -276,9 +276,10 @@ def test_token_unigram_bpc_hidden(token_unigram_bpc):
 
 # %% [markdown]
 # ## 4 · Per token or per character?
-# The same token unigram, on Chinese and on English text, reported both ways. The tokenizer was
-# trained on Chinese: on English it falls back to short pieces and bytes, so each token carries
-# less text and costs fewer bits — per token English looks "easier", per character it is not.
+# The same token unigram, on Chinese and on English text, reported both ways. Bits per token mix
+# two things: how predictable the text is, and how much text one token holds. This tokenizer was
+# trained on Chinese and spells English almost letter by letter, so its English tokens hold less
+# text than its Chinese ones: per token, the two languages look further apart than they are.
 
 # %%
 for name, train, held in (("Chinese", zh_train, zh_heldout), ("English", en_train[:300], en_heldout)):

@@ -82,7 +82,7 @@ print(runtime.banner())
 # %% tags=["parameters"]
 SHINGLE = 3            # characters per shingle, as the kit's curation stage uses
 NUM_HASHES = 128       # hash functions per signature
-PAIRS = 100            # review pairs whose Jaccard we estimate
+PAIRS = 60             # review pairs whose Jaccard we estimate
 
 # %% [markdown]
 # ## 1 · Near-copies

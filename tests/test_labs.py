@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -167,6 +168,28 @@ def test_solution_gets_full_marks_and_student_notebook_zero(py, built, solution_
     full = {q: (PUBLIC + HIDDEN, PUBLIC + HIDDEN) for q in QUESTIONS[py.stem]}
     assert grade(lab, solution_env(py.stem)) == full
     assert grade(lab, run_cells(lab["student"])) == {q: (0, PUBLIC + HIDDEN) for q in QUESTIONS[py.stem]}
+
+
+GUIDE = REPO / "labs" / "README.md"
+QUOTED = re.compile(r"<!-- (\d\d_\w+):(.+?) -->(\d+\.\d+)")
+
+
+def test_numbers_in_the_answer_keys_come_from_the_solutions(solution_env):
+    quoted = QUOTED.findall(GUIDE.read_text())
+    assert 3 <= len(quoted) <= 12, "a few quoted numbers, each tied to the solution"
+    for lab, expression, number in quoted:
+        value = eval(expression, dict(solution_env(lab)))  # noqa: S307 - our own guide
+        assert f"{value:.{len(number.split('.')[1])}f}" == number, f"{lab}: {expression} = {value}, quoted {number}"
+
+
+def test_guide_covers_every_lab_and_notebook():
+    guide = GUIDE.read_text()
+    for py in SOURCES:
+        assert f"student/{py.stem}.ipynb" in guide and f"**Lab {py.stem[:2]}.**" in guide
+    for notebook in sorted((REPO / "notebooks").glob("[0-9]*.py")):
+        assert f"**{notebook.stem[:2]} " in guide, f"answer key for the Try-its of {notebook.name}"
+    readme = (REPO / "README.md").read_text()
+    assert "make grade SUBMISSIONS=" in readme and "labs/README.md" in readme
 
 
 # ---- every check names known mistakes; each such answer scores nothing for its question --------------
@@ -421,7 +444,6 @@ DELEGATES = [("unigram_bpc", evaluation.unigram_bits_per_character),
              ("bits_per_character", evaluation.bits_per_character),
              ("build_labels", chat.build_labels),
              ("masked_loss", _transformers_loss),
-             ("dpo_loss", labs.trl_dpo_loss),
              ("huber_objective", lambda *a: scaling.huber_objective(*a)[0]),
              ("compute_optimal", lambda law, c: law.optimal(c))]
 
@@ -455,8 +477,9 @@ def test_grade_labs_writes_scores_per_student_and_question(built, tmp_path):
     (submissions / "han_meimei.ipynb").write_text(built[lab]["student"])
     (submissions / "notes.ipynb").write_text(json.dumps(nbformat.v4.new_notebook()))
     out = tmp_path / "scores.csv"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))  # the kernels grade this checkout's kit, wherever they run
     subprocess.run([sys.executable, str(REPO / "scripts" / "grade_labs.py"), str(submissions), "--autograders",
-                    str(autograders), "--out", str(out)], check=True, cwd=REPO, capture_output=True)
+                    str(autograders), "--out", str(out)], check=True, cwd=REPO, capture_output=True, env=env)
     rows = {(r["student"], r["question"]): r for r in csv.DictReader(io.StringIO(out.read_text()))}
     full = (PUBLIC + HIDDEN) * len(QUESTIONS[lab])
     assert rows["class_a/li_lei", "total"]["score"] == str(full) == rows["class_a/li_lei", "total"]["possible"]
