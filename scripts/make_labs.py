@@ -59,11 +59,10 @@ def without_prompts(source: str) -> str:
 
 
 def normalized(ipynb: Path, kind: str) -> str:
-    """The notebook's text with numbered cell ids and the Colab badge pointing at its own folder."""
+    """The notebook's text with numbered cell ids, no outputs, and (for the solution) no stubs or markers."""
     notebook = nbformat.read(ipynb, as_version=4)
     for i, cell in enumerate(notebook.cells):
         cell.id = f"cell-{i:03d}"
-        cell.source = cell.source.replace("/labs/student/", f"/labs/{kind}/")
         if cell.cell_type == "code":
             if kind == "solution":
                 cell.source = without_prompts(cell.source)
