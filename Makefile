@@ -11,13 +11,14 @@ STAMP := $(VENV)/.zhllm-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ZHLLM_PROFILE=tiny
 TEST_RUNS ?= $(CURDIR)/runs/_test
 
-.PHONY: install demo test notebooks labs clean help
+.PHONY: install demo test notebooks labs grade clean help
 
 help:
 	@echo "make demo   - set up .venv, run every stage in the tiny profile (CPU, offline), print results"
 	@echo "make test   - set up .venv, run the test suite (unit tests + every notebook, offline)"
 	@echo "make notebooks - run every notebook (tiny profile) and write its .ipynb with the outputs"
-	@echo "make labs   - regenerate labs/student and labs/solution notebooks from labs/*.py"
+	@echo "make labs   - build each lab with Otter: labs/student/*.ipynb, labs/dist/{autograder,solution}/"
+	@echo "make grade SUBMISSIONS=dir - grade a folder of submitted lab notebooks into dir/scores.csv"
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,12 @@ notebooks: $(STAMP)
 
 labs: $(STAMP)
 	$(PY) scripts/make_labs.py
+
+# Offline, CPU only: each submission runs in a fresh kernel against its lab's autograder zip.
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=path/to/folder"; exit 2; }
+	@test -d labs/dist/autograder || $(MAKE) labs
+	$(OFFLINE) OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) scripts/grade_labs.py "$(SUBMISSIONS)"
 
 clean:
 	rm -rf runs $(VENV)

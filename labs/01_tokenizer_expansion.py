@@ -6,6 +6,19 @@
 #     name: python3
 # ---
 
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 01_tokenizer_expansion
+# init_cell: false
+# check_all_cell: false
+# export_cell: false
+# run_tests: false
+# solutions_pdf: false
+# generate: true
+# tests:
+#   files: false
+#   ok_format: false
+
 # %% [markdown]
 # # Lab 01 · Tokenizer expansion (词表扩充): which Chinese pieces to add, and what they buy
 #
@@ -30,8 +43,10 @@
 #
 # ## How this lab works
 # Each exercise is a function whose body is `raise NotImplementedError`. Write the body, run the
-# cell, then run the **check** cell below it: it compares your function with the kit's reference on
-# fixed and generated cases and tells you, in one sentence, what to fix.
+# cell, then run the **check** cell below it: it runs your function on fixed and generated cases
+# and tells you, in one sentence, what to fix. When you hand the notebook in, the autograder runs
+# each check again (1 point) and hidden tests on new cases (2 points), with the kit's own version
+# of the exercise switched off: write the body yourself.
 #
 # | time | part |
 # |---|---|
@@ -120,10 +135,21 @@ print(len(candidates), "candidates, e.g.", candidates[:10], candidates[-10:])
 # Write `accept_piece(piece, vocab)`: `True` when all four rules pass. You may call `is_cjk_piece`
 # and `has_order_conflict`; write the "buildable" test yourself.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: accept_piece
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def accept_piece(piece: str, vocab: set) -> bool:
     """True when `piece` may be appended to `vocab` (a set of the pieces already there)."""
-    # BEGIN SOLUTION: accept only pieces that are new, pure Chinese, buildable and free of merge-order conflicts
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: accept only pieces that are new, pure Chinese, buildable and free of merge-order conflicts")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     if piece in vocab or not is_cjk_piece(piece):
         return False
     if len(piece) == 1:
@@ -133,12 +159,52 @@ def accept_piece(piece: str, vocab: set) -> bool:
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 vocab = {"中", "国", "人", "民", "哈", "哈哈"}
 print({p: accept_piece(p, vocab) for p in ["中国", "国", "人民日报", "AI", "哈哈哈", "好"]})
 
 # %% tags=["check"]
 labs.check_accept_piece(accept_piece)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_accept_piece_public(labs, accept_piece):
+    labs.check_accept_piece(accept_piece)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_accept_piece_hidden(accept_piece):
+    from zhllm.labs.tokenizer_expansion import _piece_cases
+    from zhllm.tokenizer.sentencepiece import has_order_conflict, is_cjk_piece, splits
+
+    def accepted(piece, vocab):
+        if piece in vocab or not is_cjk_piece(piece):
+            return False
+        return len(piece) == 1 or (bool(splits(piece, vocab)) and not has_order_conflict(piece, vocab))
+
+    fixed, generated = _piece_cases(300, seed=1)
+    cases = fixed + generated
+    wrong = [piece for piece, vocab in cases if bool(accept_piece(piece, set(vocab))) != accepted(piece, vocab)]
+    assert not wrong, f"{len(wrong)} of {len(cases)} new pieces decided wrongly, e.g. {wrong[0]!r}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 3 · Build the expanded tokenizer with your rules
@@ -176,20 +242,73 @@ print("dead pieces, append-everything with score 0:", len(sp_expand.dead_pieces(
 #
 # Write `chars_per_token(tokenizer, texts)`.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: chars_per_token
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def chars_per_token(tokenizer, texts: list) -> float:
     """Characters per token over all `texts`, special tokens not counted."""
-    # BEGIN SOLUTION: encode without special tokens, then divide total characters by total tokens
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: encode without special tokens, then divide total characters by total tokens")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return sum(len(t) for t in texts) / sum(len(x) for x in ids)
     # END SOLUTION
 
+
+# %% [raw]
+# # END SOLUTION
 
 # %%
 print(chars_per_token(base_tok, ["今天天气很好"]), "characters per token")
 
 # %% tags=["check"]
 labs.check_chars_per_token(chars_per_token)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_chars_per_token_public(labs, chars_per_token):
+    labs.check_chars_per_token(chars_per_token)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_chars_per_token_hidden(chars_per_token):
+    import math
+    import random
+
+    from zhllm import labs
+    from zhllm import tokenizer as kit
+
+    tok = labs.lab_tokenizer()
+    rng = random.Random(1)
+    cases = [["".join(rng.choice(labs.POOL) for _ in range(rng.randint(1, 80))) for _ in range(rng.randint(1, 6))]
+             for _ in range(20)]
+    want = [kit.chars_per_token(tok, texts) for texts in cases]
+    with labs.kit_switched_off((kit, "chars_per_token")):
+        got = [float(chars_per_token(tok, list(texts))) for texts in cases]
+    assert all(math.isclose(g, w, rel_tol=1e-9) for g, w in zip(got, want)), "wrong on new texts"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 5 · Before and after

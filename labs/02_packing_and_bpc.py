@@ -6,6 +6,19 @@
 #     name: python3
 # ---
 
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 02_packing_and_bpc
+# init_cell: false
+# check_all_cell: false
+# export_cell: false
+# run_tests: false
+# solutions_pdf: false
+# generate: true
+# tests:
+#   files: false
+#   ok_format: false
+
 # %% [markdown]
 # # Lab 02 · Continued pretraining (增量预训练): packing documents, and bits per character
 #
@@ -31,8 +44,10 @@
 #
 # ## How this lab works
 # Each exercise is a function whose body is `raise NotImplementedError`. Write the body, run the
-# cell, then run the **check** cell below it: it compares your function with the kit's reference on
-# fixed and generated cases and tells you, in one sentence, what to fix.
+# cell, then run the **check** cell below it: it runs your function on fixed and generated cases
+# and tells you, in one sentence, what to fix. When you hand the notebook in, the autograder runs
+# each check again (1 point) and hidden tests on new cases (2 points), with the kit's own version
+# of the exercise switched off: write the body yourself.
 #
 # | time | part |
 # |---|---|
@@ -100,10 +115,21 @@ print(tok(train_texts[0])["input_ids"][:20])
 #
 # Write `pack_documents(tokenizer, texts, block_size)` returning a list of blocks (lists of ids).
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: pack_documents
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def pack_documents(tokenizer, texts: list, block_size: int) -> list:
     """`<s> doc </s>` for every document, concatenated, cut into full blocks of `block_size` ids."""
-    # BEGIN SOLUTION: build one stream of BOS + ids + EOS per document, then cut it into full blocks
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: build one stream of BOS + ids + EOS per document, then cut it into full blocks")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     stream = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -112,6 +138,9 @@ def pack_documents(tokenizer, texts: list, block_size: int) -> list:
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 blocks = pack_documents(tok, train_texts[:3], 16)
 for block in blocks[:3]:
@@ -119,6 +148,43 @@ for block in blocks[:3]:
 
 # %% tags=["check"]
 labs.check_pack_documents(pack_documents)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_pack_documents_public(labs, pack_documents):
+    labs.check_pack_documents(pack_documents)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_pack_documents_hidden(pack_documents):
+    import random
+
+    from zhllm import cpt, labs
+
+    tok = labs.lab_tokenizer()
+    rng = random.Random(1)
+    cases = [(["".join(rng.choice(labs.POOL) for _ in range(rng.randint(1, 40))) for _ in range(rng.randint(1, 10))],
+              rng.randint(2, 64)) for _ in range(30)]
+    want = [[list(row["input_ids"]) for row in cpt.pack_documents(tok, texts, size)] for texts, size in cases]
+    with labs.kit_switched_off((cpt, "pack_documents")):
+        got = [[[int(t) for t in block] for block in pack_documents(tok, list(texts), size)] for texts, size in cases]
+    assert got == want, "the blocks differ from the reference on new documents"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # How much would padding have cost? `cpt.padding_avoided` gives the share of a batch that would be
@@ -139,19 +205,67 @@ print(f"padding avoided: {cpt.padding_avoided(tok, train_texts, BLOCK_SIZE):.0%}
 #
 # Write `loss_to_bpc(mean_loss, n_tokens, n_chars)`.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: loss_to_bpc
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def loss_to_bpc(mean_loss: float, n_tokens: int, n_chars: int) -> float:
     """Bits per character of a text whose `n_tokens` predicted tokens have mean loss `mean_loss` (nats)."""
-    # BEGIN SOLUTION: total nats, converted to bits, divided by characters
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: total nats, converted to bits, divided by characters")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     return mean_loss * n_tokens / math.log(2) / n_chars
     # END SOLUTION
 
+
+# %% [raw]
+# # END SOLUTION
 
 # %%
 print(loss_to_bpc(2.0, 100, 150))
 
 # %% tags=["check"]
 labs.check_loss_to_bpc(loss_to_bpc)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_loss_to_bpc_public(labs, loss_to_bpc):
+    labs.check_loss_to_bpc(loss_to_bpc)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_loss_to_bpc_hidden(loss_to_bpc):
+    import math
+    import random
+
+    rng = random.Random(1)
+    for _ in range(50):
+        loss, tokens, chars = rng.uniform(0.1, 10), rng.randint(1, 100_000), rng.randint(1, 100_000)
+        want = loss * tokens / math.log(2) / chars
+        got = float(loss_to_bpc(loss, tokens, chars))
+        assert math.isclose(got, want, rel_tol=1e-9), f"wrong for mean_loss={loss}, n_tokens={tokens}, n_chars={chars}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 4 · Exercise 3: bits per character of a model
@@ -164,10 +278,21 @@ labs.check_loss_to_bpc(loss_to_bpc)
 # Sum the nats of **all** texts, convert to bits, divide by **all** their characters.
 # Write `bits_per_character(model, tokenizer, texts)` (one text at a time is fine; use `torch.no_grad()`).
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: bits_per_character
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def bits_per_character(model, tokenizer, texts: list) -> float:
     """Total negative log-likelihood of `texts` under `model`, in bits, per character."""
-    # BEGIN SOLUTION: for each text, BOS + ids, sum -log p of each next token, then divide bits by characters
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: for each text, BOS + ids, sum -log p of each next token, then divide bits by characters")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     total_nats = 0.0
     with torch.no_grad():
         for text in texts:
@@ -178,12 +303,55 @@ def bits_per_character(model, tokenizer, texts: list) -> float:
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 model = tiny_llama(len(tok), hidden_size=64, num_layers=2, num_heads=2, max_positions=256, seed=0)
 print(f"untrained model: {bits_per_character(model, tok, heldout_texts[:50]):.2f} bits per character")
 
 # %% tags=["check"]
 labs.check_bits_per_character(bits_per_character)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_bits_per_character_public(labs, bits_per_character):
+    labs.check_bits_per_character(bits_per_character)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_bits_per_character_hidden(bits_per_character):
+    import math
+    import random
+
+    from zhllm import evaluation, labs
+
+    tok = labs.lab_tokenizer()
+    model = labs.tiny_model(len(tok), seed=1)
+    rng = random.Random(1)
+    cases = [["".join(rng.choice(labs.HANZI + "，。") for _ in range(rng.randint(1, 60))) for _ in range(rng.randint(1, 4))]
+             for _ in range(4)]
+    with labs.one_thread():
+        want = [evaluation.bits_per_character(model, tok, texts) for texts in cases]
+        with labs.kit_switched_off((evaluation, "bits_per_character")):
+            got = [float(bits_per_character(model, tok, list(texts))) for texts in cases]
+    assert all(math.isclose(g, w, rel_tol=1e-4) for g, w in zip(got, want)), "wrong on new texts and a new model"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 5 · A short training run, judged in bits per character

@@ -6,6 +6,19 @@
 #     name: python3
 # ---
 
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 03_sft_label_mask
+# init_cell: false
+# check_all_cell: false
+# export_cell: false
+# run_tests: false
+# solutions_pdf: false
+# generate: true
+# tests:
+#   files: false
+#   ok_format: false
+
 # %% [markdown]
 # # Lab 03 · Instruction tuning (指令微调): the assistant-only label mask
 #
@@ -31,8 +44,10 @@
 #
 # ## How this lab works
 # Each exercise is a function whose body is `raise NotImplementedError`. Write the body, run the
-# cell, then run the **check** cell below it: it compares your function with the kit's reference on
-# fixed and generated cases and tells you, in one sentence, what to fix.
+# cell, then run the **check** cell below it: it runs your function on fixed and generated cases
+# and tells you, in one sentence, what to fix. When you hand the notebook in, the autograder runs
+# each check again (1 point) and hidden tests on new cases (2 points), with the kit's own version
+# of the exercise switched off: write the body yourself.
 #
 # | time | part |
 # |---|---|
@@ -116,10 +131,21 @@ print(repr(tok.decode(prompt)))
 # Hint: `template_ids(tokenizer, messages[:k], add_generation_prompt=True)` tells you where reply *k*
 # starts; `template_ids(tokenizer, messages[:k + 1])` contains its EOS.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: build_labels
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def build_labels(tokenizer, messages: list) -> dict:
     """input_ids of the rendered conversation and labels: -100 except each reply and its EOS."""
-    # BEGIN SOLUTION: start from all -100, then copy the ids of each reply span (prompt end to EOS)
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: start from all -100, then copy the ids of each reply span (prompt end to EOS)")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     ids = template_ids(tokenizer, messages)
     labels = [IGNORE] * len(ids)
     for k, message in enumerate(messages):
@@ -133,12 +159,51 @@ def build_labels(tokenizer, messages: list) -> dict:
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 row = build_labels(tok, conversation)
 print(chat.show_labels(tok, row["input_ids"], row["labels"]))  # trained tokens are in ⟦ ⟧
 
 # %% tags=["check"]
 labs.check_build_labels(build_labels)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_build_labels_public(labs, build_labels):
+    labs.check_build_labels(build_labels)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_build_labels_hidden(build_labels):
+    from zhllm import chat, labs
+    from zhllm.labs.sft_label_mask import _conversations
+
+    tok = labs.lab_tokenizer()
+    _, cases = _conversations(20, seed=1)
+    want = [chat.build_labels(tok, messages) for messages in cases]
+    with labs.kit_switched_off((chat, "build_labels")):
+        got = [build_labels(tok, [dict(m) for m in messages]) for messages in cases]
+    for g, w in zip(got, want):
+        assert [int(x) for x in g["input_ids"]] == w["input_ids"], "input_ids differ on a new conversation"
+        assert [int(x) for x in g["labels"]] == w["labels"], "labels differ on a new conversation"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # Only a small share of a conversation is trained:
@@ -156,21 +221,79 @@ print(f"{trained} of {len(row['labels'])} tokens trained ({trained / len(row['la
 #
 # Write `masked_loss(logits, labels)` returning a scalar tensor.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: masked_loss
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions with a label other than -100."""
-    # BEGIN SOLUTION: shift by one, flatten, cross-entropy with ignore_index=-100 (mean over trained tokens)
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: shift by one, flatten, cross-entropy with ignore_index=-100 (mean over trained tokens)")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     vocab = logits.shape[-1]
     return F.cross_entropy(logits[:, :-1].reshape(-1, vocab).float(), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE)
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 print(masked_loss(torch.randn(1, 4, 5), torch.tensor([[IGNORE, IGNORE, 3, 1]])))
 
 # %% tags=["check"]
 labs.check_masked_loss(masked_loss)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_masked_loss_public(labs, masked_loss):
+    labs.check_masked_loss(masked_loss)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_masked_loss_hidden(masked_loss):
+    import torch
+    from transformers.loss import loss_utils
+
+    from zhllm import labs
+    from zhllm.labs import sft_label_mask
+
+    g = torch.Generator().manual_seed(1)
+    with labs.kit_switched_off((sft_label_mask, "_transformers_loss"), (loss_utils, "ForCausalLMLoss")):
+        for _ in range(30):
+            b, t, v = int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(3, 20, (1,), generator=g)), 23
+            logits = torch.randn(b, t, v, generator=g) * 3
+            labels = torch.randint(0, v, (b, t), generator=g)
+            labels[torch.rand(b, t, generator=g) < 0.4] = -100
+            labels[:, 1] = 5  # at least one trained token in every batch
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1),
+                                                    ignore_index=-100, reduction="sum")
+            want = nll / (labels[:, 1:] != -100).sum()
+            got = torch.as_tensor(masked_loss(logits.clone(), labels.clone()), dtype=torch.float32).reshape(())
+            assert torch.allclose(got, want, atol=1e-5), f"expected {want.item():.5f}, got {got.item():.5f}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 4 · A batch, as a trainer sees it

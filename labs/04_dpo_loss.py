@@ -6,6 +6,19 @@
 #     name: python3
 # ---
 
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 04_dpo_loss
+# init_cell: false
+# check_all_cell: false
+# export_cell: false
+# run_tests: false
+# solutions_pdf: false
+# generate: true
+# tests:
+#   files: false
+#   ok_format: false
+
 # %% [markdown]
 # # Lab 04 · Preference alignment: the DPO loss (直接偏好优化), checked against TRL
 #
@@ -30,9 +43,10 @@
 #
 # ## How this lab works
 # Each exercise is a function whose body is `raise NotImplementedError`. Write the body, run the
-# cell, then run the **check** cell below it: it compares your function with the reference (for the
-# loss: TRL's own `DPOTrainer` code) on fixed and generated cases and tells you, in one sentence,
-# what to fix.
+# cell, then run the **check** cell below it: it runs your function on fixed and generated cases
+# and tells you, in one sentence, what to fix. When you hand the notebook in, the autograder runs
+# each check again (1 point) and hidden tests on new cases (2 points), with the kit's own version
+# of the exercise switched off: write the body yourself.
 #
 # | time | part |
 # |---|---|
@@ -123,15 +137,29 @@ print(ids.tolist(), completion.tolist(), sep="\n")
 #
 # Write `sequence_logps(logits, input_ids, completion_mask)` returning a tensor of shape (batch,).
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: sequence_logps
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
     """Summed log-probability of each sequence's completion tokens: shape (batch,)."""
-    # BEGIN SOLUTION: log_softmax, shift by one, gather the next tokens, keep completion tokens, sum
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: log_softmax, shift by one, gather the next tokens, keep completion tokens, sum")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     return (token_logp * completion_mask[:, 1:]).sum(dim=1)
     # END SOLUTION
 
+
+# %% [raw]
+# # END SOLUTION
 
 # %%
 print(sequence_logps(torch.zeros(1, 4, 10), torch.tensor([[1, 2, 3, 4]]), torch.tensor([[0, 0, 1, 1]])),
@@ -139,6 +167,51 @@ print(sequence_logps(torch.zeros(1, 4, 10), torch.tensor([[1, 2, 3, 4]]), torch.
 
 # %% tags=["check"]
 labs.check_sequence_logps(sequence_logps)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_sequence_logps_public(labs, sequence_logps):
+    labs.check_sequence_logps(sequence_logps)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_sequence_logps_hidden(sequence_logps):
+    import torch
+
+    from zhllm import labs
+    from zhllm.labs import dpo_loss as checks
+
+    g = torch.Generator().manual_seed(1)
+    with labs.kit_switched_off((checks, "_sequence_logps")):
+        for _ in range(30):
+            b, t, v = int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(3, 16, (1,), generator=g)), 13
+            logits = torch.randn(b, t, v, generator=g) * 3
+            ids = torch.randint(0, v, (b, t), generator=g)
+            mask = torch.zeros(b, t, dtype=torch.long)
+            for row in range(b):
+                start = int(torch.randint(1, t - 1, (1,), generator=g))
+                mask[row, start:int(torch.randint(start + 1, t + 1, (1,), generator=g))] = 1
+            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+            want = (logp * mask[:, 1:]).sum(1)
+            got = torch.as_tensor(sequence_logps(logits.clone(), ids.clone(), mask.clone()), dtype=torch.float32)
+            assert got.shape == want.shape, f"expected {tuple(want.shape)} numbers, got {tuple(got.shape)}"
+            assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), "wrong on a new batch"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 3 · Exercise 2: the DPO loss
@@ -153,15 +226,29 @@ labs.check_sequence_logps(sequence_logps)
 #
 # Write `dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: dpo_loss
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
              ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
     """Mean DPO (sigmoid) loss of a batch of pairs, from sequence log-probabilities."""
-    # BEGIN SOLUTION: log-ratio margin, times beta, -logsigmoid, mean over the batch
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: log-ratio margin, times beta, -logsigmoid, mean over the batch")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     return -F.logsigmoid(beta * margin).mean()
     # END SOLUTION
 
+
+# %% [raw]
+# # END SOLUTION
 
 # %%
 example = (torch.tensor([-12.0, -30.5]), torch.tensor([-14.0, -29.0]), torch.tensor([-13.0, -31.0]),
@@ -170,6 +257,48 @@ print(f"yours {dpo_loss(*example, BETA).item():.6f}   TRL's {labs.trl_dpo_loss(*
 
 # %% tags=["check"]
 labs.check_dpo_loss(dpo_loss)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_dpo_loss_public(labs, dpo_loss):
+    labs.check_dpo_loss(dpo_loss)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_dpo_loss_hidden(dpo_loss):
+    import torch
+    import torch.nn.functional as F
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    from zhllm import labs
+    from zhllm.labs import dpo_loss as checks
+
+    g = torch.Generator().manual_seed(1)
+    with labs.kit_switched_off((labs, "trl_dpo_loss"), (checks, "_formula_dpo_loss"), (DPOTrainer, "_compute_loss")):
+        for _ in range(30):
+            b = int(torch.randint(1, 9, (1,), generator=g))
+            pc, pr, rc, rr = (-torch.rand(b, generator=g, dtype=torch.float64) * 80 for _ in range(4))
+            beta = float(torch.empty(1).uniform_(0.01, 2.0, generator=g))
+            want = -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
+            got = dpo_loss(pc.clone().requires_grad_(True), pr.clone(), rc.clone(), rr.clone(), beta)
+            assert torch.is_tensor(got) and got.numel() == 1 and got.requires_grad, "a scalar tensor with a gradient"
+            assert torch.allclose(got.detach().double().reshape(()), want, atol=1e-6), f"wrong for beta={beta:.3f}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 4 · Train with your loss

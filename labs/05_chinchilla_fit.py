@@ -6,6 +6,19 @@
 #     name: python3
 # ---
 
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 05_chinchilla_fit
+# init_cell: false
+# check_all_cell: false
+# export_cell: false
+# run_tests: false
+# solutions_pdf: false
+# generate: true
+# tests:
+#   files: false
+#   ok_format: false
+
 # %% [markdown]
 # # Lab 05 · Scaling laws (缩放定律): the Chinchilla Approach-3 fit and the compute-optimal split
 #
@@ -30,8 +43,10 @@
 #
 # ## How this lab works
 # Each exercise is a function whose body is `raise NotImplementedError`. Write the body, run the
-# cell, then run the **check** cell below it: it compares your function with the kit's reference on
-# fixed and generated cases and tells you, in one sentence, what to fix.
+# cell, then run the **check** cell below it: it runs your function on fixed and generated cases
+# and tells you, in one sentence, what to fix. When you hand the notebook in, the autograder runs
+# each check again (1 point) and hidden tests on new cases (2 points), with the kit's own version
+# of the exercise switched off: write the body yourself.
 #
 # | time | part |
 # |---|---|
@@ -94,10 +109,21 @@ log_n, log_d, log_loss = np.log(sweep["n"]), np.log(sweep["d"]), np.log(sweep["l
 #
 # Write `huber_objective(theta, log_n, log_d, log_loss, delta)` returning a float.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: huber_objective
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def huber_objective(theta, log_n, log_d, log_loss, delta: float = DELTA) -> float:
     """Summed Huber loss between log L and the law's LSE prediction, for parameters theta = (a, b, e, alpha, beta)."""
-    # BEGIN SOLUTION: predicted log loss by log-sum-exp, residuals, Huber, sum
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: predicted log loss by log-sum-exp, residuals, Huber, sum")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     a, b, e, alpha, beta = theta
     predicted = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
     r = predicted - log_loss
@@ -106,6 +132,9 @@ def huber_objective(theta, log_n, log_d, log_loss, delta: float = DELTA) -> floa
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 chinchilla_theta = [math.log(406.4), math.log(410.7), math.log(1.69), 0.34, 0.28]
 value = huber_objective(chinchilla_theta, log_n, log_d, log_loss)
@@ -113,6 +142,48 @@ print(f"objective of Chinchilla's published law on our sweep: {value:.4f}")
 
 # %% tags=["check"]
 labs.check_huber_objective(huber_objective)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_huber_objective_public(labs, huber_objective):
+    labs.check_huber_objective(huber_objective)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_huber_objective_hidden(huber_objective):
+    import numpy as np
+
+    from zhllm import labs, scaling
+
+    rng = np.random.default_rng(1)
+    with labs.kit_switched_off((scaling, "huber_objective")):
+        for _ in range(40):
+            k = int(rng.integers(3, 30))
+            log_n, log_d, log_loss = rng.uniform(15, 25, k), rng.uniform(18, 28, k), rng.uniform(0.5, 1.5, k)
+            theta = np.array([rng.uniform(0, 15), rng.uniform(0, 15), rng.uniform(-1, 1.5), rng.uniform(0.1, 1.5),
+                              rng.uniform(0.1, 1.5)])
+            delta = float(rng.choice([1e-3, 1e-2, 0.3]))
+            a, b, e, alpha, beta = theta
+            r = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e) - log_loss
+            want = np.where(np.abs(r) <= delta, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum()
+            got = float(huber_objective(theta.copy(), log_n.copy(), log_d.copy(), log_loss.copy(), delta))
+            assert np.isclose(got, want, rtol=1e-6, atol=1e-12), f"wrong for theta={theta.round(3).tolist()}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # The objective has many local minima, so the paper started L-BFGS from a grid of points. We
@@ -159,16 +230,30 @@ plt.show()
 # Write `compute_optimal(law, flops)` returning `(n_opt, d_opt)`; `law` has fields `E, A, B, alpha,
 # beta` (use them, not `law.optimal`, which is the reference). Check: 6 · N_opt · D_opt = C.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: compute_optimal
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def compute_optimal(law, flops: float) -> tuple:
     """Compute-optimal (parameters, tokens) for a budget of `flops` under the law."""
-    # BEGIN SOLUTION: a = beta / (alpha + beta), G from the closed form, then N = G (C/6)^a and D = C / (6 N)
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: a = beta / (alpha + beta), G from the closed form, then N = G (C/6)^a and D = C / (6 N)")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     a = law.beta / (law.alpha + law.beta)
     G = (law.alpha * law.A / (law.beta * law.B)) ** (1 / (law.alpha + law.beta))
     n_opt = G * (flops / 6) ** a
     return n_opt, flops / (6 * n_opt)
     # END SOLUTION
 
+
+# %% [raw]
+# # END SOLUTION
 
 # %%
 n_opt, d_opt = compute_optimal(scaling.CHINCHILLA_LAW, 5.76e23)  # Gopher's training budget
@@ -178,6 +263,47 @@ print("Gopher itself: 280B parameters on 0.3T tokens; Chinchilla (from Approache
 
 # %% tags=["check"]
 labs.check_compute_optimal(compute_optimal)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_compute_optimal_public(labs, compute_optimal):
+    labs.check_compute_optimal(compute_optimal)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_compute_optimal_hidden(compute_optimal):
+    import numpy as np
+
+    from zhllm import labs
+    from zhllm.scaling import Law
+
+    rng = np.random.default_rng(1)
+    with labs.kit_switched_off((Law, "optimal"), (Law, "G"), (Law, "a")):
+        for _ in range(40):
+            law = Law(rng.uniform(1, 3), 10 ** rng.uniform(1, 5), 10 ** rng.uniform(1, 5), rng.uniform(0.1, 1.5),
+                      rng.uniform(0.1, 1.5))
+            flops = 10 ** rng.uniform(12, 26)
+            g = (law.alpha * law.A / (law.beta * law.B)) ** (1 / (law.alpha + law.beta))
+            n = g * (flops / 6) ** (law.beta / (law.alpha + law.beta))
+            got_n, got_d = (float(x) for x in compute_optimal(law, flops))
+            assert np.isclose(got_n, n, rtol=1e-6) and np.isclose(got_d, flops / (6 * n), rtol=1e-6), \
+                f"wrong for {law} at C={flops:.3g}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # Does your fitted law pick the right size at the sweep's own budgets? Compare its N_opt with the

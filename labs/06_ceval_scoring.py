@@ -6,6 +6,19 @@
 #     name: python3
 # ---
 
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 06_ceval_scoring
+# init_cell: false
+# check_all_cell: false
+# export_cell: false
+# run_tests: false
+# solutions_pdf: false
+# generate: true
+# tests:
+#   files: false
+#   ok_format: false
+
 # %% [markdown]
 # # Lab 06 · C-Eval (中文知识评测): letter-logit scoring and the subject-mean average
 #
@@ -30,8 +43,10 @@
 #
 # ## How this lab works
 # Each exercise is a function whose body is `raise NotImplementedError`. Write the body, run the
-# cell, then run the **check** cell below it: it compares your function with the kit's reference on
-# fixed and generated cases and tells you, in one sentence, what to fix.
+# cell, then run the **check** cell below it: it runs your function on fixed and generated cases
+# and tells you, in one sentence, what to fix. When you hand the notebook in, the autograder runs
+# each check again (1 point) and hidden tests on new cases (2 points), with the kit's own version
+# of the exercise switched off: write the body yourself.
 #
 # | time | part |
 # |---|---|
@@ -102,10 +117,21 @@ print(letter_ids)
 #
 # Write `letter_logprobs(model, tokenizer, prompt, letter_ids)` returning four floats (A, B, C, D).
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: letter_logprobs
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def letter_logprobs(model, tokenizer, prompt: str, letter_ids: list) -> list:
     """log p(letter | prompt) for each of the four answer letters."""
-    # BEGIN SOLUTION: one forward pass, log_softmax at the last position, read the four letter ids
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: one forward pass, log_softmax at the last position, read the four letter ids")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     ids = torch.tensor([tokenizer(prompt)["input_ids"]])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, -1].float()
@@ -113,12 +139,54 @@ def letter_logprobs(model, tokenizer, prompt: str, letter_ids: list) -> list:
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 model = labs.tiny_model(len(tok), hidden_size=64, num_layers=2)  # untrained: expect chance (25%)
 print(letter_logprobs(model, tok, prompt, letter_ids))
 
 # %% tags=["check"]
 labs.check_letter_logprobs(letter_logprobs)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_letter_logprobs_public(labs, letter_logprobs):
+    labs.check_letter_logprobs(letter_logprobs)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_letter_logprobs_hidden(letter_logprobs):
+    from zhllm import labs
+    from zhllm.ceval import scoring
+    from zhllm.labs.ceval_scoring import _letter_prompts
+
+    tok = labs.lab_tokenizer()
+    model = labs.tiny_model(len(tok), seed=1)
+    _, prompts = _letter_prompts(8, seed=1)
+    with labs.one_thread():
+        want = [scoring.letter_logprobs(model, tok, [p])[0][0] for p in prompts]
+        letters = [labs.lab_letter_ids(tok, p) for p in prompts]
+        with labs.kit_switched_off((scoring, "letter_logprobs")):
+            got = [[float(x) for x in letter_logprobs(model, tok, p, ids)] for p, ids in zip(prompts, letters)]
+    for g, w in zip(got, want):
+        assert len(g) == 4 and all(abs(x - float(y)) <= 1e-4 for x, y in zip(g, w)), "wrong on a new prompt"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # Score the whole exam with your function, predict the letter with the highest log-probability,
@@ -145,10 +213,21 @@ print(f"your predictions agree with the kit's on {same} of {len(kit)} questions"
 # Write `subject_mean(results)`, where `results` is a list of `(subject, predicted letter or None,
 # gold letter)`, returning a fraction between 0 and 1.
 
+# %% [raw]
+# # BEGIN QUESTION
+# name: subject_mean
+# check_cell: false
+
+# %% [raw]
+# # BEGIN SOLUTION
+
 # %%
 def subject_mean(results: list) -> float:
     """C-Eval's official average: the mean over subjects of each subject's accuracy."""
-    # BEGIN SOLUTION: per-subject accuracy (None counts as wrong), then the plain mean over subjects
+    """ # BEGIN PROMPT
+    raise NotImplementedError("TODO: per-subject accuracy (None counts as wrong), then the plain mean over subjects")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
     per_subject = {}
     for subject, pred, gold in results:
         per_subject.setdefault(subject, []).append(pred == gold)
@@ -156,11 +235,56 @@ def subject_mean(results: list) -> float:
     # END SOLUTION
 
 
+# %% [raw]
+# # END SOLUTION
+
 # %%
 print(subject_mean([("law", "A", "A"), ("law", None, "B"), ("math", "C", "D")]), "should be 0.25")
 
 # %% tags=["check"]
 labs.check_subject_mean(subject_mean)
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 1
+""" # END TEST CONFIG
+def test_subject_mean_public(labs, subject_mean):
+    labs.check_subject_mean(subject_mean)
+
+
+# %%
+""" # BEGIN TEST CONFIG
+points: 2
+hidden: true
+""" # END TEST CONFIG
+def test_subject_mean_hidden(subject_mean):
+    import random
+
+    from zhllm import labs
+    from zhllm.ceval import scoring
+    from zhllm.labs import ceval_scoring as checks
+
+    rng = random.Random(1)
+    with labs.kit_switched_off((scoring, "summarize"), (checks, "_official_subject_mean")):
+        for _ in range(40):
+            rows = [(f"s{rng.randint(0, 5)}", rng.choice("ABCD") if rng.random() < 0.9 else None, rng.choice("ABCD"))
+                    for _ in range(rng.randint(1, 80))]
+            per = {}
+            for subject, pred, gold in rows:
+                per.setdefault(subject, []).append(pred == gold)
+            want = sum(sum(v) / len(v) for v in per.values()) / len(per)
+            got = float(subject_mean(list(rows)))
+            assert abs(got - want) < 1e-9, f"expected {want:.4f}, got {got:.4f}"
+
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
 
 # %% [markdown]
 # ## 4 · Two averages, one model

@@ -1,72 +1,83 @@
-"""Generate each lab's student and solution notebooks from its jupytext source, with no outputs.
+"""Build each lab from its Otter master notebook: the student notebook, the autograder zip, the solution.
 
-A source `labs/NN_topic.py` marks the model answer inside a function body:
+A lab's source `labs/NN_topic.py` is an Otter Assign master notebook kept as a jupytext percent file:
+raw cells hold Otter's `# ASSIGNMENT CONFIG`, `# BEGIN QUESTION` ... `# END QUESTION` and
+`# BEGIN TESTS` ... `# END TESTS` blocks; inside a solution the answer sits between `# BEGIN SOLUTION NO PROMPT`
+and `# END SOLUTION`, and the stub the student sees inside a string that opens on the `# BEGIN PROMPT`
+line and closes on the `# END PROMPT` line.
+Test cells marked hidden (in their TEST CONFIG) go only into the autograder.
 
-    def f(x):
-        # BEGIN SOLUTION: sum the squares
-        return sum(v * v for v in x)
-        # END SOLUTION
+Writes, per lab:
+  labs/student/NN_topic.ipynb            committed: what students open (the Colab badges point here)
+  labs/dist/autograder/NN_topic.zip      git-ignored: public and hidden tests, for grading
+  labs/dist/solution/NN_topic.ipynb      git-ignored: the answers, for the teacher
 
-`labs/solution/NN_topic.ipynb` keeps the answer (marker lines removed); `labs/student/NN_topic.ipynb`
-replaces it with `raise NotImplementedError("TODO: sum the squares")` at the same indentation.
-The Colab badge points at the notebook it sits in.
-
-Usage: python scripts/make_labs.py [--check] [labs/NN_topic.py ...]   (default: labs/*.py)
+Usage: python scripts/make_labs.py [--check] [labs/NN_topic.py ...]   (default: labs/[0-9]*.py)
+  --check  only compare the student notebooks with their sources; exit 1 when one is stale
 """
-import re
+import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jupytext
+import nbformat
 
-BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?::\s*(?P<hint>.*))?$")
-END = re.compile(r"^\s*# END SOLUTION\s*$")
-KINDS = ("student", "solution")
-
-
-class MarkerError(ValueError):
-    """Unbalanced or malformed solution markers; the message names the file and the cell."""
+DIST = "dist"
 
 
-def transform(source: str, kind: str, where: str) -> str:
-    """One code cell's source in its student or solution form."""
-    out, inside = [], False
+def master_notebook(py: Path) -> nbformat.NotebookNode:
+    notebook = jupytext.read(py)
+    notebook.metadata.pop("jupytext", None)
+    return notebook
+
+
+def assign(py: Path, out: Path) -> Path:
+    """Run `otter assign` on the lab's master notebook; returns Otter's output folder."""
+    master = out / "master" / py.with_suffix(".ipynb").name
+    master.parent.mkdir(parents=True)
+    nbformat.write(master_notebook(py), master)
+    result = out / "result"
+    done = subprocess.run([sys.executable, "-m", "otter", "assign", "--no-run-tests", "--no-pdfs",
+                           str(master), str(result)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"otter assign failed on {py}:\n{done.stdout}\n{done.stderr}")
+    return result
+
+
+def without_prompts(source: str) -> str:
+    """A solution cell without the student's stub and without Otter's solution markers."""
+    out, prompt = [], False
     for line in source.splitlines():
-        begin, end = BEGIN.match(line), END.match(line)
-        if begin:
-            if inside:
-                raise MarkerError(f"{where}: BEGIN SOLUTION inside another solution block")
-            inside = True
-            hint = (begin["hint"] or "write this part").strip()
-            if '"' in hint or "\\" in hint:
-                raise MarkerError(f"{where}: a hint may not contain double quotes or backslashes: {hint!r}")
-            if kind == "student":
-                out.append(f'{begin["indent"]}raise NotImplementedError("TODO: {hint}")')
-        elif end:
-            if not inside:
-                raise MarkerError(f"{where}: END SOLUTION without BEGIN SOLUTION")
-            inside = False
-        elif kind == "solution" or not inside:
+        end = line.rstrip()
+        if end.endswith("# BEGIN PROMPT") or end.endswith("# END PROMPT"):
+            prompt = end.endswith("# BEGIN PROMPT")
+        elif not prompt and not end.endswith(("# BEGIN SOLUTION NO PROMPT", "# END SOLUTION")):
             out.append(line)
-    if inside:
-        raise MarkerError(f"{where}: BEGIN SOLUTION without END SOLUTION")
     return "\n".join(out)
 
 
-def rendered(py: Path, kind: str) -> str:
-    """The .ipynb text of one version of a lab (cell ids numbered, so the output is reproducible)."""
-    notebook = jupytext.read(py)
-    notebook.metadata.pop("jupytext", None)  # a generated notebook is not paired with a .py of its own
+def normalized(ipynb: Path, kind: str) -> str:
+    """The notebook's text with numbered cell ids, no outputs, and (for the solution) no stubs or markers."""
+    notebook = nbformat.read(ipynb, as_version=4)
     for i, cell in enumerate(notebook.cells):
         cell.id = f"cell-{i:03d}"
         if cell.cell_type == "code":
-            cell.source = transform(cell.source, kind, f"{py}, cell {i}")
-        cell.source = cell.source.replace("/labs/student/", f"/labs/{kind}/")
-    return jupytext.writes(notebook, fmt="ipynb")
+            if kind == "solution":
+                cell.source = without_prompts(cell.source)
+            cell.outputs, cell.execution_count = [], None
+    notebook.metadata = {k: v for k, v in notebook.metadata.items() if k in ("kernelspec", "otter")}
+    return json.dumps(notebook, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def targets(py: Path) -> dict:
-    return {kind: py.parent / kind / py.with_suffix(".ipynb").name for kind in KINDS}
+def build(py: Path, workdir: Path) -> dict:
+    """Build one lab in `workdir`: {"student": notebook text, "solution": notebook text, "autograder": zip path}."""
+    result = assign(py, workdir)
+    name = py.with_suffix(".ipynb").name
+    (autograder,) = (result / "autograder").glob("*.zip")
+    return {"student": normalized(result / "student" / name, "student"),
+            "solution": normalized(result / "autograder" / name, "solution"), "autograder": autograder}
 
 
 def main(argv: list[str]) -> int:
@@ -74,17 +85,24 @@ def main(argv: list[str]) -> int:
     files = [Path(a) for a in argv if not a.startswith("--")] or sorted(Path("labs").glob("[0-9]*.py"))
     stale = []
     for py in files:
-        for kind, ipynb in targets(py).items():
-            text = rendered(py, kind)
-            if ipynb.exists() and ipynb.read_text() == text:
-                continue
-            stale.append(ipynb)
-            if not check:
-                ipynb.parent.mkdir(parents=True, exist_ok=True)
-                ipynb.write_text(text)
-                print(f"wrote {ipynb}")
+        labs = py.parent
+        with tempfile.TemporaryDirectory(prefix="zhllm-lab-") as workdir:
+            built = build(py, Path(workdir))
+            autograder = built["autograder"].read_bytes()
+        student = labs / "student" / py.with_suffix(".ipynb").name
+        if not student.exists() or student.read_text() != built["student"]:
+            stale.append(student)
+        if not check:
+            for kind, path in (("student", student),
+                               ("solution", labs / DIST / "solution" / student.name)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(built[kind])
+            zip_path = labs / DIST / "autograder" / py.with_suffix(".zip").name
+            zip_path.parent.mkdir(parents=True, exist_ok=True)
+            zip_path.write_bytes(autograder)
+            print(f"built {py.stem}: {student}, {zip_path}")
     if check and stale:
-        print("stale lab notebooks (run `make labs`):", *stale, sep="\n  ")
+        print("stale student notebooks (run `make labs`):", *stale, sep="\n  ")
         return 1
     return 0
 

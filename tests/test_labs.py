@@ -1,11 +1,17 @@
-"""Classroom labs: generated notebooks in sync, solutions pass, stubs fail, and every check catches wrong answers."""
+"""Classroom labs: Otter builds every lab; its autograder gives the solution full marks, the untouched student
+notebook zero and each known wrong answer nothing for that question; every public check names the mistake."""
+import csv
+import io
 import json
 import math
+import os
 import re
+import subprocess
 import sys
-import threading
+import zipfile
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -15,34 +21,37 @@ from zhllm import chat, cpt, evaluation, labs, scaling
 from zhllm import tokenizer as tokenizer_expand
 from zhllm.errors import ZhllmError
 from zhllm.labs import LabCheckError
+from zhllm.labs.ceval_scoring import _official_subject_mean
+from zhllm.labs.dpo_loss import _formula_dpo_loss, _sequence_logps
+from zhllm.labs.minhash_dedup import _shingles
+from zhllm.labs.packing_and_bpc import _bpc_variant
+from zhllm.labs.sft_label_mask import _transformers_loss
+from zhllm.labs.tokenizer_expansion import _reject_reason
+from zhllm.labs.unigram_bpc import _char_unigram, _token_unigram
 from zhllm.tokenizer.sentencepiece import has_order_conflict, is_cjk_piece
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from make_labs import MarkerError, rendered, targets, transform  # noqa: E402
+import make_labs  # noqa: E402
 
 SOURCES = sorted((REPO / "labs").glob("[0-9]*.py"))
-CHECK_CALL = re.compile(r"labs\.(check_\w+)\((\w+)\)")
+QUESTION = re.compile(r"^# # BEGIN QUESTION\n# name: (\w+)$", re.M)
+CHECK_CALL = re.compile(r'^# %% tags=\["check"\]\nlabs\.(check_\w+)\((\w+)\)$', re.M)
+QUESTIONS = {py.stem: QUESTION.findall(py.read_text()) for py in SOURCES}
+LAB_OF = {q: lab for lab, qs in QUESTIONS.items() for q in qs}
+PUBLIC, HIDDEN = 1, 2  # points per question: the public check, the hidden tests
 
 
-def test_six_labs():
-    assert [p.name[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06"]
+def test_eight_labs_one_per_stage():
+    assert [p.name[:2] for p in SOURCES] == ["00", "01", "02", "03", "04", "05", "06", "07"]
 
 
-# ---- (a) generated notebooks are in sync with their sources ---------------------------------------
-
-@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
-def test_generated_notebooks_in_sync(py):
-    for kind, ipynb in targets(py).items():
-        assert ipynb.exists(), f"{ipynb} is missing: run `make labs`"
-        assert ipynb.read_text() == rendered(py, kind), f"{ipynb} is stale: run `make labs`"
-        cells = json.loads(ipynb.read_text())["cells"]
-        assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")
-
+# ---- the sources: Otter master notebooks with the kit's lab anatomy ------------------------------
 
 @pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
 def test_lab_anatomy(py):
     text = py.read_text()
+    assert f"# # ASSIGNMENT CONFIG\n# name: {py.stem}\n" in text, "an Otter assignment config named after the lab"
     assert "colab-badge.svg" in text and f"labs/student/{py.stem}.ipynb" in text, "a Colab badge"
     assert 'if "google.colab" in sys.modules' in text and "torch==" not in text, "a Colab-only install cell"
     assert "runtime.banner()" in text, "the version and device banner"
@@ -50,132 +59,140 @@ def test_lab_anatomy(py):
     tail = text[text.index("## Open questions"):]
     assert re.findall(r"^# (\d)\. ", tail, flags=re.M) == ["1", "2"], "ends with two open questions"
     assert "# %%" not in tail, "the open questions are the last cell"
-    solutions = text.count("# BEGIN SOLUTION")
-    checks = CHECK_CALL.findall(text)
-    assert solutions >= 2 and solutions == text.count("# END SOLUTION") == len(checks)
+    questions, checks = QUESTIONS[py.stem], CHECK_CALL.findall(text)
+    assert len(questions) >= 2 and [fn for _, fn in checks] == questions, "one check cell per question"
     for check, fn in checks:
-        assert f"def {fn}(" in text, f"{check} checks {fn}, which the lab defines"
-        assert f'# %% tags=["check"]\nlabs.{check}({fn})' in text, f"{check} sits alone in a cell tagged check"
+        assert f"def {fn}(" in text and hasattr(labs, check)
+        assert f"def test_{fn}_public(labs, {fn}):\n    labs.{check}({fn})\n" in text
+        assert f'points: {HIDDEN}\nhidden: true\n""" # END TEST CONFIG\ndef test_{fn}_hidden({fn}):' in text
+    assert text.count("# BEGIN SOLUTION NO PROMPT") == len(questions) == text.count("# BEGIN PROMPT")
 
 
 def test_every_check_is_used_by_a_lab():
     used = {check for py in SOURCES for check, _ in CHECK_CALL.findall(py.read_text())}
-    defined = {name for name in dir(labs) if name.startswith("check_")}
-    assert used == defined
+    assert used == {name for name in dir(labs) if name.startswith("check_")}
 
 
-# ---- the generator ------------------------------------------------------------------------------
+def test_no_reference_answer_is_exported():
+    assert not [name for name in dir(labs) if name.startswith(("reference", "formula", "loss_to", "reject"))]
 
-def test_transform_student_and_solution():
-    source = ('def f(x):\n    """Doc."""\n    # BEGIN SOLUTION: square it\n    y = x * x\n    return y\n'
-              "    # END SOLUTION\n")
-    assert transform(source, "student", "t") == ('def f(x):\n    """Doc."""\n'
-                                                 '    raise NotImplementedError("TODO: square it")')
-    assert transform(source, "solution", "t") == 'def f(x):\n    """Doc."""\n    y = x * x\n    return y'
-    assert "TODO: write this part" in transform("    # BEGIN SOLUTION\n    pass\n    # END SOLUTION", "student", "t")
+
+# ---- what `make labs` builds --------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """Every lab through `otter assign`: {lab: {"student": text, "solution": text, "tests": {question: source}}}."""
+    out = {}
+    for py in SOURCES:
+        lab = make_labs.build(py, tmp_path_factory.mktemp(py.stem))
+        with zipfile.ZipFile(lab["autograder"]) as z:
+            tests = {Path(n).stem: z.read(n).decode() for n in z.namelist() if n.startswith("tests/")}
+        out[py.stem] = {"student": lab["student"], "solution": lab["solution"], "tests": tests,
+                        "zip": lab["autograder"]}
+    return out
 
 
 @pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
-def test_student_notebook_holds_no_solution_line(py):
-    student = json.loads(targets(py)["student"].read_text())
-    code = "\n".join("".join(c["source"]) for c in student["cells"] if c["cell_type"] == "code")
-    pattern = re.compile(r"# BEGIN SOLUTION.*?\n(.*?)# END SOLUTION", flags=re.S)
-    outside = pattern.sub("", py.read_text())  # lines that also occur outside an answer give nothing away
-    for block in pattern.findall(py.read_text()):
+def test_committed_student_notebook_is_the_build(py, built):
+    student = REPO / "labs" / "student" / f"{py.stem}.ipynb"
+    assert student.exists() and student.read_text() == built[py.stem]["student"], f"{student} is stale: `make labs`"
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
+def test_student_notebook_gives_nothing_away(py, built):
+    notebook = json.loads(built[py.stem]["student"])
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "BEGIN" not in code and "hidden" not in json.dumps(notebook["metadata"]).lower().replace(
+        "hidden=false", "")
+    assert code.count("raise NotImplementedError(") == len(QUESTIONS[py.stem])
+    solution = re.compile(r"# BEGIN SOLUTION NO PROMPT\n(.*?)# END SOLUTION", flags=re.S)
+    outside = solution.sub("", py.read_text())  # lines that also occur outside an answer give nothing away
+    for block in solution.findall(py.read_text()):
         for line in filter(None, (x.strip() for x in block.splitlines())):
             assert line not in code or line in outside, f"{py.name}: the student notebook gives away {line!r}"
+    assert set(built[py.stem]["tests"]) == set(QUESTIONS[py.stem])
 
 
-def test_make_labs_check_mode(tmp_path, monkeypatch, capsys):
-    from make_labs import main
+def test_solution_notebook_has_no_stubs(built):
+    for lab in built.values():
+        code = "".join(c.source for c in nbformat.reads(lab["solution"], 4).cells if c.cell_type == "code")
+        assert 'NotImplementedError("TODO' not in code and "# BEGIN PROMPT" not in code and "SOLUTION" not in code
 
+
+def test_make_labs_check_mode(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    assert main(["--check"]) == 0
-    source = tmp_path / "07_new.py"
-    source.write_text("# %%\ndef f():\n    # BEGIN SOLUTION: one\n    return 1\n    # END SOLUTION\n")
-    assert main(["--check", str(source)]) == 1 and "07_new.ipynb" in capsys.readouterr().out
-    assert not (tmp_path / "student").exists()
-    assert main([str(source)]) == 0 and main(["--check", str(source)]) == 0
-    assert 'NotImplementedError(\\"TODO: one\\")' in (tmp_path / "student" / "07_new.ipynb").read_text()
+    assert make_labs.main(["--check", "labs/00_unigram_bpc.py"]) == 0
 
 
-@pytest.mark.parametrize("source", ["# BEGIN SOLUTION\nx = 1", "x = 1\n# END SOLUTION",
-                                    "# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION",
-                                    '# BEGIN SOLUTION: say "hi"\n# END SOLUTION'])
-def test_transform_rejects_bad_markers(source):
-    with pytest.raises(MarkerError, match="cell 3"):
-        transform(source, "student", "lab.py, cell 3")
+# ---- grading, in this process: the notebook's cells run as Otter runs them, then its tests ---------
 
-
-# ---- (b) solutions pass and (c) stubs fail, executing the generated notebooks -------------------
-
-def _execute(ipynb: Path):
-    """Run a notebook top to bottom in a fresh kernel, errors recorded in the outputs, not raised."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(ipynb, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(ipynb.parent)}}).execute()
-    return nb
-
-
-def _errors(cell) -> list:
-    return [o for o in cell.get("outputs", []) if o.output_type == "error"]
-
-
-def _text(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
-def test_solution_passes_and_student_stubs_fail(py):
-    paths = targets(py)
-    done = {}
-    # the two versions run side by side: two kernels, each mostly single-threaded
-    threads = [threading.Thread(target=lambda k=k: done.__setitem__(k, _execute(paths[k]))) for k in paths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    solution, student = done["solution"], done["student"]
-
-    for cell in solution.cells:
+def run_cells(notebook_text: str) -> dict:
+    """The global names a notebook leaves after running top to bottom, errors ignored as when grading."""
+    env = {"__name__": "__main__"}
+    for cell in nbformat.reads(notebook_text, 4).cells:
         if cell.cell_type == "code":
-            assert not _errors(cell), f"{py.stem} solution, {cell.id}: {_errors(cell)[0].evalue}"
-            if "check" in cell.metadata.get("tags", []):
-                assert "✓" in _text(cell), f"{py.stem} solution, {cell.id}: the check printed no success line"
-
-    code = [c for c in student.cells if c.cell_type == "code"]
-    first_stub = next(i for i, c in enumerate(code) if "raise NotImplementedError" in c.source)
-    for cell in code[:first_stub]:
-        assert not _errors(cell), f"{py.stem} student setup, {cell.id}: {_errors(cell)[0].evalue}"
-    checks = [c for c in code if "check" in c.metadata.get("tags", [])]
-    assert len(checks) >= 2
-    for cell in checks:
-        _, fn = CHECK_CALL.search(cell.source).groups()
-        errors = _errors(cell)
-        assert errors, f"{py.stem} student, {cell.id}: the check passed with the stub in place"
-        assert errors[0].ename == "LabCheckError", f"{py.stem} student, {cell.id}: {errors[0].ename}"
-        assert f"`{fn}` is not implemented yet" in errors[0].evalue
+            try:
+                exec(compile(cell.source, "<lab>", "exec"), env)
+            except Exception:  # noqa: BLE001 - a failing cell scores through the tests, as in Otter
+                pass
+    return env
 
 
-# ---- every check fails on plausible wrong answers, with the right message ------------------------
+def grade(built_lab: dict, env: dict, questions=None) -> dict:
+    """Otter's score of each question (public and hidden tests) on the names in `env`."""
+    from otter.test_files.exception_test import ExceptionTestFile
 
-@pytest.fixture(scope="module")
-def tok():
-    return labs.lab_tokenizer()
+    scores = {}
+    for name in questions or built_lab["tests"]:
+        test = ExceptionTestFile.from_string(built_lab["tests"][name], path=f"{name}.py")
+        test.run(env)
+        scores[name] = (test.score, test.possible)
+    return scores
 
 
-def fails(check, fn, *fragments):
-    with pytest.raises(LabCheckError) as info:
-        check(fn)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+@pytest.fixture(scope="session")
+def solution_env(built):
+    cache = {}
 
+    def env(lab: str) -> dict:
+        if lab not in cache:
+            torch.manual_seed(0)
+            cache[lab] = run_cells(built[lab]["solution"])
+        return cache[lab]
+    return env
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.stem)
+def test_solution_gets_full_marks_and_student_notebook_zero(py, built, solution_env):
+    lab = built[py.stem]
+    full = {q: (PUBLIC + HIDDEN, PUBLIC + HIDDEN) for q in QUESTIONS[py.stem]}
+    assert grade(lab, solution_env(py.stem)) == full
+    assert grade(lab, run_cells(lab["student"])) == {q: (0, PUBLIC + HIDDEN) for q in QUESTIONS[py.stem]}
+
+
+GUIDE = REPO / "labs" / "README.md"
+QUOTED = re.compile(r"<!-- (\d\d_\w+):(.+?) -->(\d+\.\d+)")
+
+
+def test_numbers_in_the_answer_keys_come_from_the_solutions(solution_env):
+    quoted = QUOTED.findall(GUIDE.read_text())
+    assert 3 <= len(quoted) <= 12, "a few quoted numbers, each tied to the solution"
+    for lab, expression, number in quoted:
+        value = eval(expression, dict(solution_env(lab)))  # noqa: S307 - our own guide
+        assert f"{value:.{len(number.split('.')[1])}f}" == number, f"{lab}: {expression} = {value}, quoted {number}"
+
+
+def test_guide_covers_every_lab_and_notebook():
+    guide = GUIDE.read_text()
+    for py in SOURCES:
+        assert f"student/{py.stem}.ipynb" in guide and f"**Lab {py.stem[:2]}.**" in guide
+    for notebook in sorted((REPO / "notebooks").glob("[0-9]*.py")):
+        assert f"**{notebook.stem[:2]} " in guide, f"answer key for the Try-its of {notebook.name}"
+    readme = (REPO / "README.md").read_text()
+    assert "make grade SUBMISSIONS=" in readme and "labs/README.md" in readme
+
+
+# ---- every check names known mistakes; each such answer scores nothing for its question --------------
 
 def stub(*args):
     raise NotImplementedError("TODO: write it")
@@ -193,32 +210,21 @@ def test_stub_and_crash_fail_every_check(name):
     assert issubclass(LabCheckError, ZhllmError)
 
 
+def fails(check, fn, *fragments):
+    with pytest.raises(LabCheckError) as info:
+        check(fn)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
 def accept_reference(piece, vocab):
-    return labs.reject_reason(piece, vocab) is None
+    return _reject_reason(piece, vocab) is None
 
 
-def test_check_accept_piece():
-    labs.check_accept_piece(accept_reference)
-    fails(labs.check_accept_piece, lambda p, v: p not in v and is_cjk_piece(p) and not has_order_conflict(p, v),
-          "you accepted", "BPE can never build it")
-    fails(labs.check_accept_piece, lambda p, v: p not in v and (len(p) == 1 or any(
-        p[:k] in v and p[k:] in v for k in range(1, len(p)))) and not has_order_conflict(p, v), "not Chinese")
-    fails(labs.check_accept_piece, lambda p, v: p not in v and is_cjk_piece(p) and (len(p) == 1 or any(
-        p[:k] in v and p[k:] in v for k in range(1, len(p)))), "哈哈哈")
-    fails(labs.check_accept_piece, lambda p, v: labs.reject_reason(p, v) in (None, "in_vocab"),
-          "already in the vocabulary")
-    fails(labs.check_accept_piece, lambda p, v: accept_reference(p, v) and len(p) == 1,
-          "you rejected", "should be accepted")
-    fails(labs.check_accept_piece, lambda p, v: "yes", "True or False")
-
-
-def test_check_chars_per_token():
-    labs.check_chars_per_token(tokenizer_expand.chars_per_token)
-    fails(labs.check_chars_per_token, lambda t, xs: 1 / tokenizer_expand.chars_per_token(t, xs), "tokens per character")
-    fails(labs.check_chars_per_token, lambda t, xs: sum(map(len, xs)) / sum(len(t(x)["input_ids"]) for x in xs),
-          "special tokens")
-    fails(labs.check_chars_per_token, lambda t, xs: np.mean([tokenizer_expand.chars_per_token(t, [x]) for x in xs]),
-          "averaged the ratio")
+def buildable(p, v):
+    return len(p) == 1 or any(p[:k] in v and p[k:] in v for k in range(1, len(p)))
 
 
 def packer(bos=True, eos=True, special=False, partial=False, off_by_one=False, extra=0):
@@ -232,39 +238,8 @@ def packer(bos=True, eos=True, special=False, partial=False, off_by_one=False, e
     return pack_documents
 
 
-def test_check_pack_documents():
-    labs.check_pack_documents(lambda t, xs, n: [r["input_ids"] for r in cpt.pack_documents(t, xs, n)])
-    labs.check_pack_documents(packer())
-    fails(labs.check_pack_documents, packer(eos=False), "forgot the EOS")
-    fails(labs.check_pack_documents, packer(bos=False), "forgot the BOS")
-    fails(labs.check_pack_documents, packer(special=True), "two <s>")
-    fails(labs.check_pack_documents, packer(partial=True), "partial block")
-    fails(labs.check_pack_documents, packer(off_by_one=True), "off by one")
-    fails(labs.check_pack_documents, packer(extra=1), "exactly block_size")
-    fails(labs.check_pack_documents, lambda t, xs, n: 7, "list of blocks")
-
-
-def test_check_loss_to_bpc():
-    labs.check_loss_to_bpc(labs.loss_to_bpc)
-    fails(labs.check_loss_to_bpc, lambda m, n, c: m * n / c, "nats")
-    fails(labs.check_loss_to_bpc, lambda m, n, c: m / math.log(2), "bits per token")
-    fails(labs.check_loss_to_bpc, lambda m, n, c: m * n / c / math.log(10), "log10")
-    fails(labs.check_loss_to_bpc, lambda m, n, c: m * c / math.log(2) / n, "swapped")
-
-
 def bpc(bos=True, shift=True, per_text=False, unit=math.log(2), per="char"):
-    return lambda model, tok, texts: labs._bpc_variant(model, tok, texts, bos, shift, per_text, unit, per)
-
-
-def test_check_bits_per_character():
-    labs.check_bits_per_character(lambda m, t, xs: evaluation.bits_per_character(m, t, xs))
-    labs.check_bits_per_character(bpc())
-    fails(labs.check_bits_per_character, bpc(unit=1.0), "nats")
-    fails(labs.check_bits_per_character, bpc(bos=False), "<s> in front")
-    fails(labs.check_bits_per_character, bpc(shift=False), "not shifted")
-    fails(labs.check_bits_per_character, bpc(per_text=True), "averaged the bits per character of each text")
-    fails(labs.check_bits_per_character, bpc(per="token"), "number of tokens")
-    assert torch.get_num_threads() >= 1
+    return lambda model, tok, texts: _bpc_variant(model, tok, texts, bos, shift, per_text, unit, per)
 
 
 def relabel(change):
@@ -287,91 +262,34 @@ def only_last_reply(tok, ids, labels):
     return [lab if i > eos[-2] else -100 for i, lab in enumerate(labels)] if len(eos) > 1 else labels
 
 
-def test_check_build_labels(tok):
-    labs.check_build_labels(chat.build_labels)
-    fails(labs.check_build_labels, relabel(lambda t, ids, lab: [x if x != t.eos_token_id else -100 for x in lab]),
-          "drop the EOS")
-    fails(labs.check_build_labels, relabel(lambda t, ids, lab: list(ids)), "the user's turn", "should be -100")
-    fails(labs.check_build_labels, relabel(keep_after_eos), "after a reply's EOS")
-    fails(labs.check_build_labels, relabel(only_last_reply), "not only the last")
-    fails(labs.check_build_labels, relabel(lambda t, ids, lab: lab[1:] + [-100]), "own token id")
-    header = len(tok("### Assistant:\n", add_special_tokens=False)["input_ids"])
-
-    def with_header(t, ids, lab):
-        out = list(lab)
-        for i in range(len(lab)):
-            if lab[i] != -100 and (i == 0 or lab[i - 1] == -100):
-                out[max(0, i - header):i] = ids[max(0, i - header):i]
-        return out
-
-    fails(labs.check_build_labels, relabel(with_header), "assistant header")
-    fails(labs.check_build_labels, lambda t, m: {"input_ids": t(chat.render(t, m))["input_ids"],
-                                                 "labels": []}, "chat template's rendering")
-    fails(labs.check_build_labels, lambda t, m: chat.build_labels(t, m)["labels"], "a dict")
+def with_header(t, ids, lab):
+    header = len(t("### Assistant:\n", add_special_tokens=False)["input_ids"])
+    out = list(lab)
+    for i in range(len(lab)):
+        if lab[i] != -100 and (i == 0 or lab[i - 1] == -100):
+            out[max(0, i - header):i] = ids[max(0, i - header):i]
+    return out
 
 
-def test_check_masked_loss():
-    labs.check_masked_loss(labs.reference_masked_loss)
-    v = lambda lg: lg.shape[-1]  # noqa: E731
-    fails(labs.check_masked_loss, lambda lg, lb: F.cross_entropy(lg.reshape(-1, v(lg)), lb.reshape(-1)),
-          "did not shift")
-    fails(labs.check_masked_loss, lambda lg, lb: F.cross_entropy(lg[:, :-1].reshape(-1, v(lg)), lb[:, 1:].reshape(-1),
-                                                                 reduction="sum"), "the sum")
-
-    def every_position(lg, lb):
-        nll = F.cross_entropy(lg[:, :-1].reshape(-1, v(lg)), lb[:, 1:].reshape(-1), reduction="none")
-        return nll.sum() / nll.numel()
-
-    def per_row(lg, lb):
-        return torch.stack([labs.reference_masked_loss(lg[i:i + 1], lb[i:i + 1]) for i in range(len(lg))]).mean()
-
-    fails(labs.check_masked_loss, every_position, "every position")
-    fails(labs.check_masked_loss, per_row, "each conversation first")
+def v(lg):
+    return lg.shape[-1]
 
 
-def test_check_sequence_logps():
-    labs.check_sequence_logps(labs.reference_sequence_logps)
-
-    def logp(lg):
-        return torch.log_softmax(lg, -1)
-
-    fails(labs.check_sequence_logps, lambda lg, ids, m: (logp(lg).gather(-1, ids[..., None])[..., 0] * m).sum(1),
-          "did not shift")
-    fails(labs.check_sequence_logps, lambda lg, ids, m: logp(lg)[:, :-1].gather(-1, ids[:, 1:, None])[..., 0].sum(1),
-          "prompt")
-    fails(labs.check_sequence_logps, lambda lg, ids, m: labs.reference_sequence_logps(lg, ids, m) / m[:, 1:].sum(1),
-          "averaged")
-    fails(labs.check_sequence_logps,
-          lambda lg, ids, m: (lg[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] * m[:, 1:]).sum(1), "raw logits")
-    fails(labs.check_sequence_logps, lambda lg, ids, m: labs.reference_sequence_logps(lg, ids, m).sum(), "one summed")
+def every_position(lg, lb):
+    nll = F.cross_entropy(lg[:, :-1].reshape(-1, v(lg)), lb[:, 1:].reshape(-1), reduction="none")
+    return nll.sum() / nll.numel()
 
 
-def test_trl_dpo_loss_runs_trls_code_and_matches_the_formula(monkeypatch):
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    calls = []
-    original = DPOTrainer._compute_loss
-    monkeypatch.setattr(DPOTrainer, "_compute_loss", lambda *a: calls.append(1) or original(*a))
-    g = torch.Generator().manual_seed(1)
-    tensors = [-torch.rand(6, generator=g, dtype=torch.float64) * 40 for _ in range(4)]
-    for beta in (0.05, 0.1, 0.5):
-        assert torch.allclose(labs.trl_dpo_loss(*tensors, beta), labs.formula_dpo_loss(*tensors, beta))
-    assert len(calls) == 3
+def per_row(lg, lb):
+    return torch.stack([_transformers_loss(lg[i:i + 1], lb[i:i + 1]) for i in range(len(lg))]).mean()
 
 
-def test_check_dpo_loss():
-    labs.check_dpo_loss(labs.formula_dpo_loss)
-    fails(labs.check_dpo_loss, lambda pc, pr, rc, rr, b: labs.formula_dpo_loss(pr, pc, rr, rc, b), "sign is flipped")
-    fails(labs.check_dpo_loss, lambda pc, pr, rc, rr, b: labs.formula_dpo_loss(pc, pr, rc, rr, 1.0), "left out β")
-    fails(labs.check_dpo_loss, lambda pc, pr, rc, rr, b: -b * F.logsigmoid((pc - rc) - (pr - rr)).mean(), "outside")
-    fails(labs.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)).mean(), "reference model")
-    fails(labs.check_dpo_loss, lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pc - rc) - (pr - rr))).sum(), "summed")
-    fails(labs.check_dpo_loss, lambda *a: torch.tensor(labs.formula_dpo_loss(*a).item()), "not connected")
-    fails(labs.check_dpo_loss, lambda *a: -F.logsigmoid(a[4] * ((a[0] - a[2]) - (a[1] - a[3]))), "scalar tensor")
+def logp(lg):
+    return torch.log_softmax(lg, -1)
 
 
 def objective(mean=False, squared=False, no_half=False, raw=False):
-    def huber_objective(theta, log_n, log_d, log_loss, delta):
+    def huber_objective(theta, log_n, log_d, log_loss, delta=1e-3):
         a, b, e, alpha, beta = theta
         pred = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
         r = pred - (np.exp(log_loss) if raw else log_loss)
@@ -381,28 +299,8 @@ def objective(mean=False, squared=False, no_half=False, raw=False):
     return huber_objective
 
 
-def test_check_huber_objective():
-    labs.check_huber_objective(lambda *a: scaling.huber_objective(*a)[0])
-    labs.check_huber_objective(objective())
-    fails(labs.check_huber_objective, objective(mean=True), "mean over runs")
-    fails(labs.check_huber_objective, objective(squared=True), "squared error")
-    fails(labs.check_huber_objective, objective(no_half=True), "1/2")
-    fails(labs.check_huber_objective, objective(raw=True), "loss itself")
-    fails(labs.check_huber_objective, lambda t, n, d, lo, de: objective()(t, n, d, lo, de) + 1,
-          "log(A/N^α + B/D^β + E)")
-
-
-def test_check_compute_optimal():
-    labs.check_compute_optimal(lambda law, c: law.optimal(c))
-
-    def with_n(n_of):
-        return lambda law, c: (n_of(law, c), c / (6 * n_of(law, c)))
-
-    fails(labs.check_compute_optimal, with_n(lambda law, c: law.G * c ** law.a), "C instead of C/6")
-    fails(labs.check_compute_optimal, with_n(lambda law, c: law.G * (c / 6) ** (1 - law.a)), "exponents are swapped")
-    fails(labs.check_compute_optimal, with_n(lambda law, c: (c / 6) ** law.a / law.G), "inverted G")
-    fails(labs.check_compute_optimal, lambda law, c: (law.optimal(c)[0], law.optimal(c)[1] * 6), "6·N·D")
-    fails(labs.check_compute_optimal, lambda law, c: law.optimal(c)[0], "two numbers")
+def with_n(n_of):
+    return lambda law, c: (n_of(law, c), c / (6 * n_of(law, c)))
 
 
 def letters(position=-1, raw=False, probs=False, renorm=False, bos=True):
@@ -420,22 +318,172 @@ def letters(position=-1, raw=False, probs=False, renorm=False, bos=True):
     return letter_logprobs
 
 
-def test_check_letter_logprobs():
-    labs.check_letter_logprobs(letters())
-    fails(labs.check_letter_logprobs, letters(raw=True), "raw logits")
-    fails(labs.check_letter_logprobs, letters(probs=True), "probabilities")
-    fails(labs.check_letter_logprobs, letters(renorm=True), "four letters only")
-    fails(labs.check_letter_logprobs, letters(position=-2), "one position too early")
-    fails(labs.check_letter_logprobs, letters(bos=False), "no <s>")
-    fails(labs.check_letter_logprobs, lambda *a: letters()(*a)[:3], "returned 3 numbers")
+def signature(pick=min, seed=None, hash_min=False):
+    def minhash_signature(shingle_set, k):
+        if hash_min:
+            return [labs.shingle_hash(min(shingle_set), j) for j in range(k)]
+        return [pick(labs.shingle_hash(s, j if seed is None else seed) for s in shingle_set) for j in range(k)]
+    return minhash_signature
 
 
-def test_check_subject_mean():
-    labs.check_subject_mean(labs.reference_subject_mean)
-    fails(labs.check_subject_mean, lambda rs: sum(p == a for _, p, a in rs) / len(rs), "pooled all questions")
+# (question, words the check's message must contain, a wrong answer)
+WRONG = [
+    ("unigram_bpc", ["nats"], lambda a, b: _char_unigram(a, b, log=math.log)),
+    ("unigram_bpc", ["log10"], lambda a, b: _char_unigram(a, b, log=math.log10)),
+    ("unigram_bpc", ["each text"], lambda a, b: _char_unigram(a, b, per_text=True)),
+    ("unigram_bpc", ["unseen"], lambda a, b: _char_unigram(a, b, unseen_slot=0)),
+    ("unigram_bpc", ["not to the total"], lambda a, b: _char_unigram(a, b, unseen_slot=None)),
+    ("unigram_bpc", ["evaluation texts"], lambda a, b: _char_unigram(b, b)),
+    ("token_unigram_bpc", ["bits per token"], lambda t, a, b: _token_unigram(t, a, b, per="token")),
+    ("token_unigram_bpc", ["nats"], lambda t, a, b: _token_unigram(t, a, b, log=math.log)),
+    ("token_unigram_bpc", ["special tokens"], lambda t, a, b: _token_unigram(t, a, b, special=True)),
+    ("token_unigram_bpc", ["len(tokenizer)"], lambda t, a, b: _token_unigram(t, a, b, vocab=len)),
+    ("accept_piece", ["you accepted", "BPE can never build it"],
+     lambda p, v: p not in v and is_cjk_piece(p) and not has_order_conflict(p, v)),
+    ("accept_piece", ["not Chinese"], lambda p, v: p not in v and buildable(p, v) and not has_order_conflict(p, v)),
+    ("accept_piece", ["哈哈哈"], lambda p, v: p not in v and is_cjk_piece(p) and buildable(p, v)),
+    ("accept_piece", ["already in the vocabulary"], lambda p, v: _reject_reason(p, v) in (None, "in_vocab")),
+    ("accept_piece", ["you rejected", "should be accepted"], lambda p, v: accept_reference(p, v) and len(p) == 1),
+    ("accept_piece", ["True or False"], lambda p, v: "yes"),
+    ("chars_per_token", ["tokens per character"], lambda t, xs: 1 / tokenizer_expand.chars_per_token(t, xs)),
+    ("chars_per_token", ["special tokens"], lambda t, xs: sum(map(len, xs)) / sum(len(t(x)["input_ids"]) for x in xs)),
+    ("chars_per_token", ["averaged the ratio"],
+     lambda t, xs: np.mean([tokenizer_expand.chars_per_token(t, [x]) for x in xs])),
+    ("pack_documents", ["forgot the EOS"], packer(eos=False)),
+    ("pack_documents", ["forgot the BOS"], packer(bos=False)),
+    ("pack_documents", ["two <s>"], packer(special=True)),
+    ("pack_documents", ["partial block"], packer(partial=True)),
+    ("pack_documents", ["off by one"], packer(off_by_one=True)),
+    ("pack_documents", ["exactly block_size"], packer(extra=1)),
+    ("pack_documents", ["list of blocks"], lambda t, xs, n: 7),
+    ("loss_to_bpc", ["nats"], lambda m, n, c: m * n / c),
+    ("loss_to_bpc", ["bits per token"], lambda m, n, c: m / math.log(2)),
+    ("loss_to_bpc", ["log10"], lambda m, n, c: m * n / c / math.log(10)),
+    ("loss_to_bpc", ["swapped"], lambda m, n, c: m * c / math.log(2) / n),
+    ("bits_per_character", ["nats"], bpc(unit=1.0)),
+    ("bits_per_character", ["<s> in front"], bpc(bos=False)),
+    ("bits_per_character", ["not shifted"], bpc(shift=False)),
+    ("bits_per_character", ["averaged the bits per character of each text"], bpc(per_text=True)),
+    ("bits_per_character", ["number of tokens"], bpc(per="token")),
+    ("build_labels", ["drop the EOS"], relabel(lambda t, ids, lab: [x if x != t.eos_token_id else -100 for x in lab])),
+    ("build_labels", ["the user's turn", "should be -100"], relabel(lambda t, ids, lab: list(ids))),
+    ("build_labels", ["after a reply's EOS"], relabel(keep_after_eos)),
+    ("build_labels", ["not only the last"], relabel(only_last_reply)),
+    ("build_labels", ["own token id"], relabel(lambda t, ids, lab: lab[1:] + [-100])),
+    ("build_labels", ["assistant header"], relabel(with_header)),
+    ("build_labels", ["chat template's rendering"],
+     lambda t, m: {"input_ids": t(chat.render(t, m))["input_ids"], "labels": []}),
+    ("build_labels", ["a dict"], lambda t, m: chat.build_labels(t, m)["labels"]),
+    ("masked_loss", ["did not shift"], lambda lg, lb: F.cross_entropy(lg.reshape(-1, v(lg)), lb.reshape(-1))),
+    ("masked_loss", ["the sum"], lambda lg, lb: F.cross_entropy(lg[:, :-1].reshape(-1, v(lg)), lb[:, 1:].reshape(-1),
+                                                                reduction="sum")),
+    ("masked_loss", ["every position"], every_position),
+    ("masked_loss", ["each conversation first"], per_row),
+    ("sequence_logps", ["did not shift"], lambda lg, ids, m: (logp(lg).gather(-1, ids[..., None])[..., 0] * m).sum(1)),
+    ("sequence_logps", ["prompt"], lambda lg, ids, m: logp(lg)[:, :-1].gather(-1, ids[:, 1:, None])[..., 0].sum(1)),
+    ("sequence_logps", ["averaged"], lambda lg, ids, m: _sequence_logps(lg, ids, m) / m[:, 1:].sum(1)),
+    ("sequence_logps", ["raw logits"],
+     lambda lg, ids, m: (lg[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] * m[:, 1:]).sum(1)),
+    ("sequence_logps", ["one summed"], lambda lg, ids, m: _sequence_logps(lg, ids, m).sum()),
+    ("dpo_loss", ["sign is flipped"], lambda pc, pr, rc, rr, b: _formula_dpo_loss(pr, pc, rr, rc, b)),
+    ("dpo_loss", ["left out β"], lambda pc, pr, rc, rr, b: _formula_dpo_loss(pc, pr, rc, rr, 1.0)),
+    ("dpo_loss", ["outside"], lambda pc, pr, rc, rr, b: -b * F.logsigmoid((pc - rc) - (pr - rr)).mean()),
+    ("dpo_loss", ["reference model"], lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)).mean()),
+    ("dpo_loss", ["summed"], lambda pc, pr, rc, rr, b: -F.logsigmoid(b * ((pc - rc) - (pr - rr))).sum()),
+    ("dpo_loss", ["not connected"], lambda *a: torch.tensor(_formula_dpo_loss(*a).item())),
+    ("dpo_loss", ["scalar tensor"], lambda *a: -F.logsigmoid(a[4] * ((a[0] - a[2]) - (a[1] - a[3])))),
+    ("huber_objective", ["mean over runs"], objective(mean=True)),
+    ("huber_objective", ["squared error"], objective(squared=True)),
+    ("huber_objective", ["1/2"], objective(no_half=True)),
+    ("huber_objective", ["loss itself"], objective(raw=True)),
+    ("huber_objective", ["log(A/N^α + B/D^β + E)"], lambda t, n, d, lo, de: objective()(t, n, d, lo, de) + 1),
+    ("compute_optimal", ["C instead of C/6"], with_n(lambda law, c: law.G * c ** law.a)),
+    ("compute_optimal", ["exponents are swapped"], with_n(lambda law, c: law.G * (c / 6) ** (1 - law.a))),
+    ("compute_optimal", ["inverted G"], with_n(lambda law, c: (c / 6) ** law.a / law.G)),
+    ("compute_optimal", ["6·N·D"], lambda law, c: (law.optimal(c)[0], law.optimal(c)[1] * 6)),
+    ("compute_optimal", ["two numbers"], lambda law, c: law.optimal(c)[0]),
+    ("letter_logprobs", ["raw logits"], letters(raw=True)),
+    ("letter_logprobs", ["probabilities"], letters(probs=True)),
+    ("letter_logprobs", ["four letters only"], letters(renorm=True)),
+    ("letter_logprobs", ["one position too early"], letters(position=-2)),
+    ("letter_logprobs", ["no <s>"], letters(bos=False)),
+    ("letter_logprobs", ["returned 3 numbers"], lambda *a: letters()(*a)[:3]),
+    ("subject_mean", ["pooled all questions"], lambda rs: sum(p == a for _, p, a in rs) / len(rs)),
+    ("subject_mean", ["unanswered"], lambda rs: _official_subject_mean([r for r in rs if r[1] is not None])),
+    ("subject_mean", ["percentage"], lambda rs: 100 * _official_subject_mean(rs)),
+    ("shingles", ["normalise"], lambda t, n: _shingles(t, n, normalize=False)),
+    ("shingles", ["off by one"], lambda t, n: _shingles(t, n, stop=1)),
+    ("shingles", ["word shingles"], lambda t, n: _shingles(t, n, words=True)),
+    ("shingles", ["return a set"], lambda t, n: sorted(_shingles(t, n))),
+    ("minhash_signature", ["largest hash"], signature(pick=max)),
+    ("minhash_signature", ["same hash function"], signature(seed=0)),
+    ("minhash_signature", ["smallest shingle"], signature(hash_min=True)),
+    ("estimated_jaccard", ["sets of signature values"], lambda a, b: len(set(a) & set(b)) / len(set(a) | set(b))),
+    ("estimated_jaccard", ["divide by the signature length"], lambda a, b: float(sum(x == y for x, y in zip(a, b)))),
+    ("estimated_jaccard", ["differ"], lambda a, b: 1 - sum(x == y for x, y in zip(a, b)) / len(a)),
+]
+CHECK_OF = {fn: check for py in SOURCES for check, fn in CHECK_CALL.findall(py.read_text())}
 
-    def skips_none(rs):
-        return labs.reference_subject_mean([r for r in rs if r[1] is not None])
 
-    fails(labs.check_subject_mean, skips_none, "unanswered")
-    fails(labs.check_subject_mean, lambda rs: 100 * labs.reference_subject_mean(rs), "percentage")
+def test_every_question_has_known_wrong_answers():
+    assert {q for q, _, _ in WRONG} == set(LAB_OF)
+
+
+@pytest.mark.parametrize("question,fragments,wrong", WRONG, ids=[f"{q}-{f[0]}" for q, f, _ in WRONG])
+def test_wrong_answer_is_named_and_scores_nothing(question, fragments, wrong, built, solution_env):
+    fails(getattr(labs, CHECK_OF[question]), wrong, *fragments)
+    lab = LAB_OF[question]
+    env = dict(solution_env(lab), **{question: wrong})
+    assert grade(built[lab], env, [question]) == {question: (0, PUBLIC + HIDDEN)}
+
+
+# the kit's own implementation passes the public check, but the hidden tests switch it off
+DELEGATES = [("unigram_bpc", evaluation.unigram_bits_per_character),
+             ("chars_per_token", tokenizer_expand.chars_per_token),
+             ("pack_documents", lambda t, xs, n: [r["input_ids"] for r in cpt.pack_documents(t, xs, n)]),
+             ("bits_per_character", evaluation.bits_per_character),
+             ("build_labels", chat.build_labels),
+             ("masked_loss", _transformers_loss),
+             ("huber_objective", lambda *a: scaling.huber_objective(*a)[0]),
+             ("compute_optimal", lambda law, c: law.optimal(c))]
+
+
+@pytest.mark.parametrize("question,kit", DELEGATES, ids=[q for q, _ in DELEGATES])
+def test_calling_the_kit_earns_only_the_public_point(question, kit, built, solution_env):
+    lab = LAB_OF[question]
+    env = dict(solution_env(lab), **{question: kit})
+    assert grade(built[lab], env, [question]) == {question: (PUBLIC, PUBLIC + HIDDEN)}
+
+
+def test_kit_switched_off_restores_everything():
+    original = chat.build_labels
+    with labs.kit_switched_off((chat, "build_labels")):
+        with pytest.raises(RuntimeError, match="switched off"):
+            original(None, [])
+    assert chat.build_labels is original
+    assert original(labs.lab_tokenizer(), [{"role": "user", "content": "你好"}])["labels"]
+
+
+# ---- the grading command, end to end: kernels, the autograder zip, the CSV --------------------------
+
+def test_grade_labs_writes_scores_per_student_and_question(built, tmp_path):
+    lab = "00_unigram_bpc"
+    autograders = tmp_path / "autograders"
+    autograders.mkdir()
+    (autograders / f"{lab}.zip").write_bytes(Path(built[lab]["zip"]).read_bytes())
+    submissions = tmp_path / "submissions"
+    (submissions / "class_a").mkdir(parents=True)
+    (submissions / "class_a" / "li_lei.ipynb").write_text(built[lab]["solution"])
+    (submissions / "han_meimei.ipynb").write_text(built[lab]["student"])
+    (submissions / "notes.ipynb").write_text(json.dumps(nbformat.v4.new_notebook()))
+    out = tmp_path / "scores.csv"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))  # the kernels grade this checkout's kit, wherever they run
+    subprocess.run([sys.executable, str(REPO / "scripts" / "grade_labs.py"), str(submissions), "--autograders",
+                    str(autograders), "--out", str(out)], check=True, cwd=REPO, capture_output=True, env=env)
+    rows = {(r["student"], r["question"]): r for r in csv.DictReader(io.StringIO(out.read_text()))}
+    full = (PUBLIC + HIDDEN) * len(QUESTIONS[lab])
+    assert rows["class_a/li_lei", "total"]["score"] == str(full) == rows["class_a/li_lei", "total"]["possible"]
+    assert rows["han_meimei", "total"]["score"] == "0"
+    for q in QUESTIONS[lab]:
+        assert rows["class_a/li_lei", q]["score"] == str(PUBLIC + HIDDEN) and rows["han_meimei", q]["score"] == "0"
+    assert rows["notes", "total"]["note"] == "not a lab notebook"

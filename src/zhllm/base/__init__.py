@@ -1,6 +1,6 @@
 """Stage 00 — the base model: an English-only SentencePiece tokenizer and a tiny Llama pretrained on English.
 
-Notebook: notebooks/00_base_model.py (no lab of its own; lab 01 starts from this stage's tokenizer).
+Notebook: notebooks/00_base_model.py; lab: labs/00_unigram_bpc.py (the unigram bits per character the base must beat).
 Modules:
 - `training`: the tokenizer (`train_tokenizer`, `hf_tokenizer`), English token blocks, `pretrain`,
   `evaluate` (Chinese falls back to bytes) and `build`, the stage for `zhllm.artifacts`.

@@ -1,6 +1,6 @@
 """Stage 07 — data curation (数据清洗与筛选): deduplicate, filter, select, and measure what it buys.
 
-Notebook: notebooks/07_data_curation.py (no lab of its own).
+Notebook: notebooks/07_data_curation.py; lab: labs/07_minhash_dedup.py (shingles, MinHash signatures, Jaccard).
 Modules:
 - `pipeline`: exact and MinHash deduplication, counted quality filters (length, CJK share, repetition,
   perplexity), diversity selection against a random control, the noisy candidate pool and `build`,

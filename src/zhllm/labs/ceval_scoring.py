@@ -71,7 +71,7 @@ def check_letter_logprobs(fn, tokenizer=None, model=None, n: int = 10, seed: int
     _passed(fn, len(fixed), len(generated))
 
 
-def reference_subject_mean(results) -> float:
+def _official_subject_mean(results) -> float:
     """Reference: C-Eval's official average (mean of per-subject accuracies) via `ceval.scoring.summarize`."""
     from ..ceval import Exam
     from ..ceval.scoring import Result, summarize
@@ -101,7 +101,7 @@ def check_subject_mean(fn, n: int = 40, seed: int = 0) -> None:
         generated.append(rows)
     for results in fixed + generated:
         got = _float(_run(fn, list(results)), fn)
-        want = reference_subject_mean(results)
+        want = _official_subject_mean(results)
         if _close(got, want, 1e-9):
             continue
         answered = [r for r in results if r[1] is not None]

@@ -120,3 +120,40 @@ def one_thread():
 
 def _random_text(rng, low: int = 2, high: int = 30, chars: str = HANZI + "，。！") -> str:
     return "".join(rng.choice(chars) for _ in range(rng.randint(low, high)))
+
+
+
+def _switched_off(*args, **kwargs):
+    # runs with the globals of whichever kit function it replaces: only builtins may be named here
+    raise RuntimeError("switched off while grading: this exercise asks for your own code, not the kit's")
+
+
+@contextmanager
+def kit_switched_off(*targets):
+    """Inside the block each `(owner, "name")` of the kit raises when called, however it was imported.
+
+    The hidden tests grade the student's own code: an answer that calls the kit's implementation scores nothing
+    there. The attribute is replaced, and so is the code of the function behind it (and behind its decorators),
+    which also catches `from zhllm.chat import build_labels`.
+    """
+    import types
+
+    attributes, codes = [], []
+    for owner, name in targets:
+        attributes.append((owner, name, getattr(owner, name)))
+        fn = getattr(owner, name)
+        while fn is not None:
+            if isinstance(fn, types.FunctionType) and not fn.__code__.co_freevars:
+                codes.append((fn, fn.__code__))
+            fn = getattr(fn, "__wrapped__", None)
+    try:
+        for owner, name, _ in attributes:
+            setattr(owner, name, _switched_off)
+        for fn, _ in codes:
+            fn.__code__ = _switched_off.__code__
+        yield
+    finally:
+        for fn, code in codes:
+            fn.__code__ = code
+        for owner, name, original in attributes:
+            setattr(owner, name, original)

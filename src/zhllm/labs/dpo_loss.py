@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from ..errors import ZhllmError
 from .common import LabCheckError, _close, _diagnose, _name, _passed, _run
 
-def reference_sequence_logps(logits, input_ids, completion_mask):
+def _sequence_logps(logits, input_ids, completion_mask):
     """Reference: sum of log p(token | prefix) over completion tokens, one number per sequence."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     token = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
@@ -40,7 +40,7 @@ def check_sequence_logps(fn, n: int = 30, seed: int = 0) -> None:
             got = torch.as_tensor(got, dtype=torch.float32).reshape(-1)
         except (TypeError, ValueError, RuntimeError):
             raise LabCheckError(f"`{_name(fn)}` should return a tensor with one number per sequence") from None
-        want = reference_sequence_logps(logits, ids, mask)
+        want = _sequence_logps(logits, ids, mask)
         if got.shape != want.shape:
             raise LabCheckError(f"`{_name(fn)}` returned {tuple(got.shape)} numbers for a batch of {len(want)}: one "
                                 "summed log-probability per sequence")
@@ -98,10 +98,10 @@ def trl_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta:
         return DPOTrainer._compute_loss(trainer, model, inputs, False)
     except (AttributeError, KeyError, TypeError) as exc:
         raise ZhllmError(f"this TRL version's DPOTrainer._compute_loss differs from TRL 1.16's ({exc}); "
-                         "compare with formula_dpo_loss instead") from exc
+                         "comparing with its formula instead") from exc
 
 
-def formula_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> torch.Tensor:
+def _formula_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> torch.Tensor:
     """The DPO sigmoid loss as TRL 1.16 writes it: mean of -log σ(β((πc - rc) - (πr - rr)))."""
     delta = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     return -F.logsigmoid(beta * delta).mean()
@@ -131,7 +131,7 @@ def check_dpo_loss(fn, n: int = 30, seed: int = 0) -> None:
             want = float(trl_dpo_loss(pc, pr, rc, rr, beta))
         except ZhllmError as exc:  # another TRL version: say so, then compare with TRL 1.16's formula
             warnings.warn(str(exc), stacklevel=2)
-            want = float(formula_dpo_loss(pc, pr, rc, rr, beta))
+            want = float(_formula_dpo_loss(pc, pr, rc, rr, beta))
         if _close(got, want, 1e-5):
             continue
         delta = (pc - rc) - (pr - rr)

@@ -63,7 +63,7 @@ def check_pack_documents(fn, tokenizer=None, n: int = 30, seed: int = 0) -> None
     _passed(fn, len(fixed), len(generated))
 
 
-def loss_to_bpc(mean_loss: float, n_tokens: int, n_chars: int) -> float:
+def _loss_to_bpc(mean_loss: float, n_tokens: int, n_chars: int) -> float:
     """Reference: a mean loss (nats per predicted token) over `n_tokens` tokens as bits per character."""
     return mean_loss * n_tokens / math.log(2) / n_chars
 
@@ -75,7 +75,7 @@ def check_loss_to_bpc(fn, n: int = 50, seed: int = 0) -> None:
     generated = [(rng.uniform(0.5, 8), rng.randint(1, 10_000), rng.randint(1, 10_000)) for _ in range(n)]
     for loss, tokens, chars in fixed + generated:
         got = _float(_run(fn, loss, tokens, chars), fn)
-        want = loss_to_bpc(loss, tokens, chars)
+        want = _loss_to_bpc(loss, tokens, chars)
         if _close(got, want, 1e-9):
             continue
         wrong = [("your answer is in nats: divide by ln 2 to get bits", loss * tokens / chars),

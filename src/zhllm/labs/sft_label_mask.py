@@ -90,7 +90,7 @@ def check_build_labels(fn, tokenizer=None, n: int = 30, seed: int = 0) -> None:
     _passed(fn, len(fixed), len(generated))
 
 
-def reference_masked_loss(logits, labels):
+def _transformers_loss(logits, labels):
     """Reference: transformers' own causal-LM loss (shift by one, mean over trained tokens of the batch)."""
     from transformers.loss.loss_utils import ForCausalLMLoss
 
@@ -119,7 +119,7 @@ def check_masked_loss(fn, n: int = 30, seed: int = 0) -> None:
     fixed, generated = _loss_cases(n, seed)
     for logits, labels in fixed + generated:
         got = _float(_run(fn, logits.clone(), labels.clone()), fn)
-        want = reference_masked_loss(logits, labels).item()
+        want = _transformers_loss(logits, labels).item()
         if _close(got, want, 1e-5):
             continue
         v = logits.shape[-1]

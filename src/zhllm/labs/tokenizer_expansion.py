@@ -19,7 +19,7 @@ REJECT = {
 }
 
 
-def reject_reason(piece: str, vocab) -> str | None:
+def _reject_reason(piece: str, vocab) -> str | None:
     """Why stage 01 would not add `piece` to `vocab` (a key of REJECT), or None when it would."""
     from ..tokenizer.sentencepiece import has_order_conflict, is_cjk, is_cjk_piece, splits
 
@@ -51,7 +51,7 @@ def _piece_cases(n: int, seed: int):
 
 
 def check_accept_piece(fn, n: int = 300, seed: int = 0) -> None:
-    """`fn(piece, vocab) -> bool`: True when stage 01 would add the piece (see `reject_reason`)."""
+    """`fn(piece, vocab) -> bool`: True when stage 01 would add the piece (see `_reject_reason`)."""
     from ..tokenizer.sentencepiece import splits
 
     fixed, generated = _piece_cases(n, seed)
@@ -59,7 +59,7 @@ def check_accept_piece(fn, n: int = 300, seed: int = 0) -> None:
         got = _run(fn, piece, set(vocab))
         if not isinstance(got, (bool, np.bool_)):
             raise LabCheckError(f"`{_name(fn)}` should return True or False, not {got!r}")
-        reason = reject_reason(piece, vocab)
+        reason = _reject_reason(piece, vocab)
         if got and reason:
             raise LabCheckError(f"you accepted {piece!r}, but it must be rejected: {REJECT[reason]}. "
                                 f"(vocabulary: {''.join(sorted(v for v in vocab if len(v) == 1))} + "
