@@ -128,6 +128,7 @@ args = TrainingArguments(
     per_device_train_batch_size=CFG["batch_size"],  # blocks of `block_size` tokens per step
     gradient_accumulation_steps=CFG["grad_accum"],  # effective batch = batch_size x grad_accum blocks
     lr_scheduler_type="cosine", warmup_steps=CFG["warmup_steps"],
+    activation_checkpointing=CFG["gradient_checkpointing"],  # recompute activations: memory for time (T4: on)
     bf16=runtime.dtype_for() == torch.bfloat16, fp16=runtime.dtype_for() == torch.float16,
     logging_steps=max(1, min(10, CFG["max_steps"] // 10)),
     save_strategy="steps", save_steps=max(CFG["max_steps"] // 4, 1), save_total_limit=1,  # resume after a crash
@@ -201,8 +202,9 @@ model.save_pretrained(adapter_dir)
 merged = cpt.merge(model, expanded_dir, adapter_dir)
 probe = torch.tensor([blocks[0]["input_ids"][:64]])
 merge_diff = cpt.max_abs_logit_diff(model, merged, probe)
+merge_tolerance = cpt.merge_tolerance(cpt.logits_as_trained(merged, probe))  # rounding of the compute dtype
 naive_diff = cpt.max_abs_logit_diff(model, cpt.naive_merge(expanded_dir, adapter_dir), probe)
-print(f"max |logit difference| adapter vs merged: {merge_diff:.2e} (tolerance 1e-3); "
+print(f"max |logit difference| adapter vs merged: {merge_diff:.2e} (tolerance {merge_tolerance:.1e}); "
       f"merged into original fp32 weights instead: {naive_diff:.2e}")
 zh_bpc_after, en_bpc_after = cpt.bpc_pair(merged, tokenizer, PROFILE, CFG["eval_max_chars"])
 lines = cpt.zh_ngram_bpc(PROFILE, CFG)          # character unigram and bigram fitted on the same text
@@ -213,7 +215,8 @@ metrics = {
     **lines, **shipped_bpc, "en_bpc_base": en_bpc_base, "en_bpc_after": en_bpc_after,
     "trainable_params": count_parameters(model, trainable_only=True), "train_tokens": train_tokens,
     "tokens_per_second": train_tokens / train_seconds, "peak_memory_mb": runtime.peak_memory_mb(),
-    "merge_max_abs_logit_diff": merge_diff, "naive_merge_max_abs_logit_diff": naive_diff}
+    "merge_max_abs_logit_diff": merge_diff, "merge_tolerance": merge_tolerance,
+    "naive_merge_max_abs_logit_diff": naive_diff}
 metrics
 
 # %%
@@ -296,7 +299,7 @@ for prompt in ["中国人民", "今年经济工作", "北京市"]:
 # %%
 losses = [h["loss"] for h in history]
 assert all(l == l for l in losses), "loss finite"
-assert merge_diff < 1e-3, "the merged model is the trained model"
+assert merge_diff < merge_tolerance, "the merged model is the trained model"
 if shipped_bpc:
     assert shipped_bpc["zh_bpc_shipped"] <= 0.9 * zh_bpc_bigram, "the shipped model is well below the bigram line"
     assert shipped_bpc["en_bpc_shipped"] <= 1.15 * shipped_bpc["en_bpc_shipped_base"], "shipped model kept its English"

@@ -42,41 +42,38 @@ def _check(report):
     assert report["max_logprob_gap"] < 1e-3 < report["min_margin"]
 
 
-def test_lmeval_reads_every_cell_as_text(tmp_path):
-    """Options that are all numbers stay text ("3", not 3.0), so do "None" and a BOM-prefixed header."""
+DEV = [["0", "1+2=?", "1", "2", "3", "4", "C"]]
+SCORED = [["0", "几?", "1", "2", "3.0", "4", "D"], ["1", "哪些?", "(1) (2) (3)", "(1) (3)", "None", "", "A"]]
+
+
+def lmeval_task(root, header: str, scored_split: str, file_name, subject: str):
+    """Write a dev and a scored CSV (BOM-prefixed) in a layout, write the lm-eval tasks, return (task, config)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     from zhllm.ceval.lmeval import write_tasks
 
-    for split, rows in (("dev", [["0", "1+2=?", "1", "2", "3", "4", "C"]]),
-                        ("val", [["0", "几?", "1", "2", "3", "4", "D"],
-                                 ["1", "哪些?", "(1) (2) (3)", "(1) (3)", "None", "", "A"]])):
-        (tmp_path / split).mkdir()
-        text = "id,question,A,B,C,D,answer\n" + "".join(",".join(r) + "\n" for r in rows)
-        (tmp_path / split / f"logic_{split}.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    write_tasks(tmp_path, tmp_path / "tasks", ["logic"])
-    cfg = load_yaml(tmp_path / "tasks" / "zhllm-ceval-valid_logic.yaml", resolve_func=True, recursive=False)
+    for split, rows in (("dev", DEV), (scored_split, SCORED)):
+        (root / split).mkdir()
+        text = header + "\n" + "".join(",".join(r) + "\n" for r in rows)
+        (root / split / file_name(split)).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    task = write_tasks(root, root / "tasks", [subject])
+    return task, load_yaml(root / "tasks" / f"{task}_{subject}.yaml", resolve_func=True, recursive=False)
+
+
+def test_lmeval_reads_every_cell_as_text(tmp_path):
+    """Options that are all numbers stay text ("3", not 3.0), so do "None" and a BOM-prefixed header."""
+    _, cfg = lmeval_task(tmp_path, "id,question,A,B,C,D,answer", "val", lambda split: f"logic_{split}.csv", "logic")
     data = cfg["custom_dataset"](version=2.0, **cfg["dataset_kwargs"])  # as lm-eval calls it
     assert data["val"][1] == {"id": "1", "question": "哪些?", "A": "(1) (2) (3)", "B": "(1) (3)", "C": "None",
                               "D": "", "answer": "A"}
-    assert data["val"][0]["A"] == "1" and data["dev"][0] == {"id": "0", "question": "1+2=?", "A": "1", "B": "2",
-                                                            "C": "3", "D": "4", "answer": "C"}
+    assert data["val"][0]["C"] == "3.0" and data["dev"][0] == {"id": "0", "question": "1+2=?", "A": "1", "B": "2",
+                                                              "C": "3", "D": "4", "answer": "C"}
 
 
 def test_lmeval_cmmlu_reads_every_cell_as_text(tmp_path):
     """CMMLU layout (`test/<subject>.csv`, an unnamed id column, `Question`/`Answer`): cells stay text too."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    from zhllm.ceval.lmeval import write_tasks
-
-    for split, rows in (("dev", [["0", "1+2=?", "1", "2", "3", "4", "C"]]),
-                        ("test", [["0", "几?", "1", "2", "3.0", "4", "D"],
-                                  ["1", "哪些?", "(1) (2) (3)", "(1) (3)", "None", "", "A"]])):
-        (tmp_path / split).mkdir()
-        text = ",Question,A,B,C,D,Answer\n" + "".join(",".join(r) + "\n" for r in rows)
-        (tmp_path / split / "logical.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    assert write_tasks(tmp_path, tmp_path / "tasks", ["logical"]) == "zhllm-cmmlu"
-    cfg = load_yaml(tmp_path / "tasks" / "zhllm-cmmlu_logical.yaml", resolve_func=True, recursive=False)
+    task, cfg = lmeval_task(tmp_path, ",Question,A,B,C,D,Answer", "test", lambda split: "logical.csv", "logical")
+    assert task == "zhllm-cmmlu"
     assert cfg["description"] == "以下是关于逻辑学的单项选择题，请直接给出正确答案的选项。\n\n"  # lm-eval's own
     data = cfg["custom_dataset"](version=1.0, **cfg["dataset_kwargs"])  # as lm-eval calls it
     assert data["test"][1] == {"": "1", "Question": "哪些?", "A": "(1) (2) (3)", "B": "(1) (3)", "C": "None",
