@@ -125,6 +125,16 @@ def test_gbk_file_is_named_with_the_fix(tmp_path):
     assert info.value.source == str(path)
 
 
+def test_an_unclosed_quote_is_named_not_a_csv_traceback(tmp_path):
+    """An unclosed quote swallows the rows after it into one field past the csv module's 131,072 characters."""
+    path = _write_csv(tmp_path, [[0, "q", "a", "b", "c", "d", "A"]])
+    rows = "".join(f"{i},问题{i},a,b,c,d,A\n" for i in range(1, 12_000))
+    path.write_text('id,question,A,B,C,D,answer\n0,"下列哪个,a,b,c,d,A\n' + rows, encoding="utf-8")
+    with pytest.raises(DataError, match="unclosed quote") as info:
+        ceval.load_folder(tmp_path, "val", dev_split=None)
+    assert info.value.source == str(path) and "line" in str(info.value)
+
+
 def test_a_question_is_never_among_its_own_shots(tmp_path):
     """Scoring the dev split with dev shots: each question's shots are the other dev rows, in file order."""
     (tmp_path / "dev").mkdir()

@@ -125,6 +125,10 @@ def read_csv(path: Path, subject: str, layout: str = "ceval", need_answer: bool 
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 (byte {exc.start}: {exc.object[exc.start:exc.start + 2]!r}; a GBK file?): "
                         "re-save it as UTF-8, e.g. Excel's \"CSV UTF-8\"", source=str(path)) from None
+    except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
+        raise DataError(f"line {reader.line_num}: {exc}. A field this long is almost always an unclosed quote "
+                        "that runs on into the rows after it: close it, or double each quote inside a cell",
+                        source=str(path)) from None
     if not out:
         raise DataError("no questions in file", source=str(path))
     return out
