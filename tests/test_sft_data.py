@@ -165,7 +165,7 @@ def test_hub_set_smaller_than_asked_is_an_error(monkeypatch):
     from zhllm.sft import training
 
     rows = [{"instruction": "问", "output": "答"}] * 3
-    monkeypatch.setattr("datasets.load_dataset", lambda name, split: rows)
+    monkeypatch.setattr("datasets.load_dataset", lambda name, config=None, split=None, **kwargs: rows)
     examples, report = training.hub_examples("fake/zh-sft", 3)
     assert len(examples) == 3 and report["kept"] == 3
     with pytest.raises(DataError, match=r"fake/zh-sft: 3 rows, 5000 asked for"):
