@@ -32,11 +32,6 @@ def from_source(py: Path) -> nbformat.NotebookNode:
     return notebook
 
 
-def rendered(py: Path) -> str:
-    """The .ipynb text of a .py source without outputs."""
-    return jupytext.writes(from_source(py), fmt="ipynb")
-
-
 def cells(notebook) -> list[tuple]:
     """What a notebook's source decides: each cell's type, text and tags."""
     return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells]

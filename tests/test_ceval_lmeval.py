@@ -6,26 +6,20 @@ every question.
 """
 import pytest
 
+from tests.test_ceval import _real
 from zhllm import ceval
-from zhllm.errors import MissingDependencyError
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (`pip install lm-eval`, dev extra)")
 
 
 @pytest.fixture(scope="module")
 def ceval_root():
-    try:
-        return ceval.reference_dir("ceval")
-    except MissingDependencyError as exc:
-        pytest.skip(f"real C-Eval files absent (they live in ../shared/data, never in the repo): {exc}")
+    return _real("ceval")
 
 
 @pytest.fixture(scope="module")
 def cmmlu_root():
-    try:
-        return ceval.reference_dir("cmmlu")
-    except MissingDependencyError as exc:
-        pytest.skip(f"real CMMLU files absent (they live in ../shared/data, never in the repo): {exc}")
+    return _real("cmmlu")
 
 
 @pytest.fixture(scope="module")
