@@ -110,11 +110,8 @@ if PROFILE == "tiny":
     scratch = artifacts.checkpoint_dir("base", PROFILE) / "tokenizer"
     sp_model = base.train_tokenizer(en_train, scratch, CFG["vocab_size"])
     tokenizer = base.hf_tokenizer(sp_model)
-else:
-    from transformers import AutoTokenizer
-
-    sp_model = None
-    tokenizer = AutoTokenizer.from_pretrained(CFG["hub_model"])
+else:  # the hub model with its tokenizer (and its tokenizer.model, when the repository has one)
+    model, tokenizer, sp_model = base.load_hub_base(CFG["hub_model"])
 print(f"vocabulary: {len(tokenizer)} tokens; bos={tokenizer.bos_token_id} eos={tokenizer.eos_token_id} "
       f"pad={tokenizer.pad_token_id}")
 
@@ -146,9 +143,13 @@ if sp_model is not None:
 
     sp = spm.SentencePieceProcessor(model_file=str(sp_model))
     lines = [l for d in en_heldout for l in d.splitlines()] + zh_heldout[:300]
-    same = sum(tokenizer(l, add_special_tokens=False)["input_ids"] == sp.encode(l) for l in lines)
-    print(f"SentencePiece and Hugging Face agree on {same}/{len(lines)} held-out lines")
-    assert same == len(lines)
+    differ = [l for l in lines if tokenizer(l, add_special_tokens=False)["input_ids"] != sp.encode(l)]
+    print(f"SentencePiece and Hugging Face agree on {len(lines) - len(differ)}/{len(lines)} held-out lines; "
+          f"{sum('  ' in l for l in differ)} of those that differ hold a run of spaces")
+    # Llama-2's own tokenizer.model has whitespace-only pieces ("▁▁") that SentencePiece merges by score,
+    # which no Hugging Face pre-tokenizer reproduces; the kit's tokenizer has none (`base.SP_OPTIONS`), so
+    # there every line must agree. Any difference on a line without a run of spaces is a bug.
+    assert all("  " in l for l in differ), differ[:3]
 
 # %% [markdown]
 # ## 3 · Model and pretraining
@@ -165,7 +166,6 @@ if PROFILE == "tiny":
     history = base.pretrain(model, blocks, artifacts.checkpoint_dir("base", PROFILE), **CFG)
     train_tokens = CFG["max_steps"] * CFG["batch_size"] * CFG["block_size"]
 else:
-    model = load_causal_lm(CFG["hub_model"])
     history, train_tokens = [], 0
     print(f"{count_parameters(model):,} parameters (pretrained by its authors)")
 

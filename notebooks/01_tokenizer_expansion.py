@@ -340,8 +340,9 @@ assert metrics["base_ids_unchanged"] == 1.0 and bl_metrics["base_ids_unchanged"]
 # Check: no dead new tokens; vocabulary a multiple of 64
 assert metrics["dead_new_tokens"] == 0 and bl_metrics["dead_new_tokens"] == 0
 assert metrics["vocab_size"] % 64 == 0 and bl_metrics["vocab_size"] % 64 == 0
-# Check: at least half the Chinese tokens saved
-assert metrics["zh_token_reduction"] >= 0.5, metrics["zh_token_reduction"]
+# Outcome (more new tokens save more): at least half the Chinese tokens saved
+runtime.check(metrics["zh_token_reduction"] >= 0.5, "at least half the Chinese tokens saved",
+              f"{metrics['zh_token_reduction']:.0%} saved with {metrics['new_tokens']:,} new tokens")
 
 # %%
 # Check: every base piece keeps its id and score; new scores are distinct and below the base's
@@ -353,7 +354,8 @@ new_scores = np.array([p.score for p in proto.pieces[n_base:]], dtype=np.float32
 assert (np.diff(new_scores) < 0).all() and new_scores.max() < min(p.score for p in base_proto.pieces if p.type == 1)
 assert all(base_tok.convert_tokens_to_ids(t) == i for t, i in before_tok.get_vocab().items())
 # Check: byte-level ids and merges only appended
-assert all(bl_new.get_vocab()[t] == i for t, i in bl_base.get_vocab().items())
+bl_new_vocab = bl_new.get_vocab()
+assert all(bl_new_vocab[t] == i for t, i in bl_base.get_vocab().items())
 assert min(bl_new.convert_tokens_to_ids(bl_exp.new_tokens)) > max(bl_base.get_vocab().values())
 
 # %%

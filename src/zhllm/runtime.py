@@ -76,7 +76,7 @@ def versions() -> dict:
 
 def banner(profile: str | None = None) -> str:
     """One block of text: versions, device, memory, dtype and profile; printed by every notebook."""
-    from .profiles import current
+    from .profiles import current, smoke
 
     dev = device()
     lines = [f"{k:<13}{v}" for k, v in versions().items()]
@@ -87,7 +87,7 @@ def banner(profile: str | None = None) -> str:
     else:
         lines.append(f"{'device':<13}cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
     lines.append(f"{'dtype':<13}{str(dtype_for(dev)).replace('torch.', '')}")
-    lines.append(f"{'profile':<13}{current(profile)}")
+    lines.append(f"{'profile':<13}{current(profile)}" + (" (smoke sizes: $ZHLLM_SMOKE)" if smoke() else ""))
     return "\n".join(lines)
 
 
