@@ -63,11 +63,15 @@ def write_texts(root: Path, zh_docs: list[str] | None = None) -> None:
     english = corpora.english("train")
     for split in ("train", "validation", "test"):
         pd.DataFrame({"text": english}).to_parquet(wikitext / f"{split}-00000-of-00001.parquet")
-    alpaca = [{"instruction": "把这句话翻译成英文。", "input": "你好", "output": "Hello"},
-              {"instruction": "写一句问候语。", "input": "", "output": "早上好！"}] * 3
+    write_alpaca(root, [{"instruction": "把这句话翻译成英文。", "input": "你好", "output": "Hello"},
+                        {"instruction": "写一句问候语。", "input": "", "output": "早上好！"}] * 3)
+
+
+def write_alpaca(root: Path, rows: list[dict]) -> None:
+    """shibing624/alpaca-zh: one JSON array file, Alpaca columns."""
     path = root / "shibing624/alpaca-zh/alpaca_gpt4_data_zh.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(alpaca, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
 
 
 def write_base_model(root: Path, vocab_size: int = 1000, sp_model: Path | None = None) -> Path:

@@ -83,16 +83,17 @@ def test_too_many_pairs_asked_is_a_clear_error():
 
 
 def test_hub_rows_are_normalised_and_bad_ones_counted(monkeypatch, tokenizer):
-    rows = [{"system": "你是助手", "history": [["你好", "你好！"]], "question": "推荐一本书",
-             "response_chosen": "《红楼梦》", "response_rejected": "不知道"},
-            {"prompt": "写一首诗", "chosen": "床前明月光", "rejected": "床前明月光"},  # identical
-            {"prompt": "写一首诗", "chosen": "春眠不觉晓"}]                          # no rejected
+    rows = [{"prompt": "写一首诗", "chosen": "床前明月光", "rejected": "床前明月光"},  # identical
+            {"prompt": "写一首诗", "chosen": "春眠不觉晓"},                          # no rejected
+            {"system": "你是助手", "history": [["你好", "你好！"]], "question": "推荐一本书",
+             "response_chosen": "《红楼梦》", "response_rejected": "不知道"}]
     monkeypatch.setattr("datasets.load_dataset", lambda name, config, split, **kwargs: rows)
-    kept, report = preference_data.hub_pairs("fake/zh-dpo", tokenizer, 512, limit=3)
+    kept, report = preference_data.hub_pairs("fake/zh-dpo", tokenizer, 512, limit=1)
     assert [m["role"] for m in kept[0]["prompt"]] == ["system", "user", "assistant", "user"]
     assert kept[0]["chosen"] == [{"role": "assistant", "content": "《红楼梦》"}]
     assert report["removed"] == {"identical_pair": 1, "missing_field": 1}
-    with pytest.raises(DataError, match=r"fake/zh-dpo: 3 rows, 2000 asked for"):
+    with pytest.raises(DataError, match=r"fake/zh-dpo: 2000 valid rows asked for, but the data ran out: "
+                                        r"3 rows, kept 1"):
         preference_data.hub_pairs("fake/zh-dpo", tokenizer, 512, limit=2000)
 
 

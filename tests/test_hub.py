@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from zhllm import base, ceval, cli, corpora, dpo, hub, sft, tokenizer as tokenizer_expand
-from zhllm.errors import ConfigError, MissingDependencyError, TokenizerError
+from zhllm.errors import ConfigError, DataError, MissingDependencyError, TokenizerError
 
 from . import hub_mirror
 
@@ -73,6 +73,21 @@ def test_sft_hub_rows_load_from_the_mirror(use_mirror):
     assert report["kept"] == 4 and rows[0]["messages"][-1] == {"role": "assistant", "content": "Hello"}
 
 
+def test_sft_hub_rows_read_on_past_removed_rows_in_the_mirror(tmp_path, monkeypatch):
+    rows = [{"instruction": f"问题{i}", "input": "", "output": f"答{i}"} for i in range(10)]
+    rows[2]["output"], rows[5]["instruction"] = "", " "
+    hub_mirror.write_alpaca(tmp_path, rows)
+    monkeypatch.setenv(hub.MIRROR_VAR, str(tmp_path))
+    examples, report = sft.training.hub_examples("shibing624/alpaca-zh", 8)
+    assert [e["messages"][-1]["content"] for e in examples] == [f"答{i}" for i in (0, 1, 3, 4, 6, 7, 8, 9)]
+    assert report["removed"] == {"empty_turn": 2} and (report["rows"], report["kept"]) == (10, 8)
+    with pytest.raises(DataError) as info:
+        sft.training.hub_examples("shibing624/alpaca-zh", 9)
+    assert info.value.source == "shibing624/alpaca-zh"
+    assert "9 valid rows asked for" in str(info.value) and "10 rows, kept 8, removed 2" in str(info.value)
+    assert "ask for at most 8" in str(info.value) and "shibing624/alpaca-zh, row 2, field 'output'" in str(info.value)
+
+
 # ---- stage 01 on a hub base -----------------------------------------------------------------------
 
 def test_a_hub_base_keeps_its_sentencepiece_model_so_stage_01_can_expand_it(mirror, tmp_path, monkeypatch):
@@ -113,9 +128,12 @@ def test_dpo_pairs_use_the_zh_config_and_a_token_limit_and_count_what_they_remov
                                                         "rejected": [{"role": "assistant", "content": t[::-1]}]})
                for t in (long_but_fits, too_long)]
     max_length = (lengths[0] + lengths[1]) // 2
-    rows, report = dpo.preferences.hub_pairs("shibing624/DPO-En-Zh-20k-Preference", tokenizer, max_length, limit=3)
+    rows, report = dpo.preferences.hub_pairs("shibing624/DPO-En-Zh-20k-Preference", tokenizer, max_length, limit=2)
     assert [r["chosen"][-1]["content"] for r in rows] == [long_but_fits, "好的。"]  # zh config, not en
-    assert report["removed"] == {f"over {max_length} tokens": 1} and report["kept"] == 2
+    assert report["removed"] == {"too_long": 1} and (report["rows"], report["kept"]) == (3, 2)
+    with pytest.raises(DataError, match=r"3 valid rows asked for, but the data ran out: 3 rows, kept 2, removed 1 "
+                                        r"\(too_long 1\); ask for at most 2"):
+        dpo.preferences.hub_pairs("shibing624/DPO-En-Zh-20k-Preference", tokenizer, max_length, limit=3)
 
 
 # ---- hub text: read once, as many characters as asked ----------------------------------------------

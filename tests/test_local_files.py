@@ -117,7 +117,7 @@ def test_folder_reads_every_json_and_jsonl_file_in_sorted_order(tmp_path):
     (tmp_path / "sub").mkdir()
     jsonl(tmp_path / "sub" / "c.jsonl", [ALPACA])
     assert formats.data_files(tmp_path) == [tmp_path / "a.json", tmp_path / "b.jsonl"]
-    conversations, report = formats.read_local(tmp_path, 2, formats.normalize_rows)
+    conversations, report = formats.read_local(tmp_path, 2, formats.to_messages)
     assert [c[0]["content"] for c in conversations] == ["一加一等于几？", "你好"]
     assert report["files"] == {str(tmp_path / "a.json"): 1, str(tmp_path / "b.jsonl"): 1}
 
@@ -154,7 +154,7 @@ def test_which_names_are_local_paths(tmp_path):
 
 def test_mixed_alpaca_and_sharegpt_rows_are_all_kept(tmp_path):
     path = jsonl(tmp_path / "mixed.jsonl", [ALPACA, SHAREGPT, ALPACA])
-    conversations, report = formats.read_local(path, 3, formats.normalize_rows)
+    conversations, report = formats.read_local(path, 3, formats.to_messages)
     assert report["kept"] == 3 and report["removed"] == {}
     assert [m["role"] for m in conversations[1]] == ["user", "assistant"]
 
@@ -166,7 +166,7 @@ def test_numeric_reply_is_removed_and_named_and_the_string_one_kept(tmp_path, mo
     no_hub(monkeypatch)
     path = jsonl(tmp_path / "numbers.jsonl", [{"instruction": "一加一", "output": 2},
                                               {"instruction": "一加一", "output": "2"}])
-    examples, report = training.hub_examples(str(path), 2)
+    examples, report = training.hub_examples(str(path), 1)
     assert [e["messages"][1]["content"] for e in examples] == ["2"]
     assert report["removed"] == {"non_string": 1} and report["kept"] == 1
     assert report["errors"] == [f"{path}, row 0, field 'output': expected str, got int"]
@@ -176,10 +176,10 @@ def test_numeric_reply_is_removed_and_named_and_the_string_one_kept(tmp_path, mo
 def test_removed_rows_are_named_by_their_own_file(tmp_path):
     jsonl(tmp_path / "a.jsonl", [ALPACA, ALPACA])
     jsonl(tmp_path / "b.jsonl", [ALPACA, {"instruction": "问"}, ALPACA])
-    _, report = formats.read_local(tmp_path, 4, formats.normalize_rows)
-    assert report["rows"] == 4 and report["kept"] == 3 and report["removed"] == {"missing_field": 1}
+    _, report = formats.read_local(tmp_path, 4, formats.to_messages)
+    assert report["rows"] == 5 and report["kept"] == 4 and report["removed"] == {"missing_field": 1}
     assert report["errors"][0].startswith(f"{tmp_path / 'b.jsonl'}, row 1, field 'output'")
-    assert report["files"] == {str(tmp_path / "a.jsonl"): 2, str(tmp_path / "b.jsonl"): 2}
+    assert report["files"] == {str(tmp_path / "a.jsonl"): 2, str(tmp_path / "b.jsonl"): 3}
 
 
 def test_fewer_rows_than_asked_is_an_error_with_both_counts(tmp_path, monkeypatch):
@@ -188,7 +188,7 @@ def test_fewer_rows_than_asked_is_an_error_with_both_counts(tmp_path, monkeypatc
     no_hub(monkeypatch)
     jsonl(tmp_path / "a.jsonl", [ALPACA] * 2)
     jsonl(tmp_path / "b.jsonl", [SHAREGPT])
-    with pytest.raises(DataError, match=f"{tmp_path}: 3 rows, 5 asked for"):
+    with pytest.raises(DataError, match=f"{tmp_path}: 5 valid rows asked for, but the data ran out: 3 rows, kept 3"):
         training.hub_examples(str(tmp_path), 5)
 
 
@@ -221,15 +221,16 @@ def test_dpo_loader_reads_a_local_file(tmp_path, monkeypatch):
     no_hub(monkeypatch)
     medical = {"system": "你是助手", "history": [], "question": "推荐一本书",
                "response_chosen": "《红楼梦》", "response_rejected": "不知道"}
-    path = jsonl(tmp_path / "pairs.jsonl", [PAIR, medical, {**PAIR, "chosen": 2}, ["不是对象"],
-                                            {**PAIR, "chosen": "好" * 2000}])
+    path = jsonl(tmp_path / "pairs.jsonl", [PAIR, {**PAIR, "chosen": 2}, ["不是对象"],
+                                            {**PAIR, "chosen": "好" * 2000}, medical])
     tokenizer = shipped_tokenizer()
-    kept, report = preferences.hub_pairs(str(path), tokenizer, 512, limit=5)
+    kept, report = preferences.hub_pairs(str(path), tokenizer, 512, limit=2)
     assert [r["chosen"][0]["content"] for r in kept] == ["很好用", "《红楼梦》"]
-    assert report["removed"] == {"not_a_dict": 1, "over 512 tokens": 1, "wrong_type": 1}
-    assert f"{path}, row 2, field 'chosen': expected a string or a list of messages, got int" in report["errors"]
-    with pytest.raises(DataError, match="5 rows, 6 asked for"):
-        preferences.hub_pairs(str(path), tokenizer, 512, limit=6)
+    assert report["removed"] == {"not_a_dict": 1, "too_long": 1, "wrong_type": 1}
+    assert f"{path}, row 1, field 'chosen': expected a string or a list of messages, got int" in report["errors"]
+    assert any(e.startswith(f"{path}, row 3: ") and "over the limit of 512" in e for e in report["errors"])
+    with pytest.raises(DataError, match="3 valid rows asked for, but the data ran out: 5 rows, kept 2"):
+        preferences.hub_pairs(str(path), tokenizer, 512, limit=3)
 
 
 def test_dpo_loader_names_a_bad_local_file(tmp_path, monkeypatch):
@@ -238,3 +239,61 @@ def test_dpo_loader_names_a_bad_local_file(tmp_path, monkeypatch):
     no_hub(monkeypatch)
     with pytest.raises(DataError, match="no such file or folder"):
         preferences.hub_pairs(str(tmp_path / "missing.jsonl"), shipped_tokenizer(), 512, limit=1)
+
+
+# ---- N valid rows asked for: read on past removed rows --------------------------------------------
+
+def ten_rows_two_bad(tmp_path):
+    rows = [{"instruction": f"问题{i}", "output": f"答{i}"} for i in range(10)]
+    rows[1], rows[4] = {"instruction": "问"}, {"instruction": "问", "output": 7}
+    return jsonl(tmp_path / "ten.jsonl", rows)
+
+
+def test_removed_rows_are_replaced_by_the_rows_after_them(tmp_path, monkeypatch):
+    from zhllm.sft import training
+
+    no_hub(monkeypatch)
+    path = ten_rows_two_bad(tmp_path)
+    examples, report = training.hub_examples(str(path), 8)
+    assert [e["messages"][1]["content"] for e in examples] == [f"答{i}" for i in (0, 2, 3, 5, 6, 7, 8, 9)]
+    assert report["removed"] == {"missing_field": 1, "non_string": 1}
+    assert (report["rows"], report["kept"]) == (10, 8)
+    assert "10 rows, kept 8, removed 2 (missing_field 1, non_string 1)" in formats.describe(report)
+
+
+def test_reading_stops_at_the_last_row_needed(tmp_path):
+    path = ten_rows_two_bad(tmp_path)
+    (tmp_path / "z-broken.jsonl").write_text("{not json\n", encoding="utf-8")  # never opened
+    conversations, report = formats.read_local(tmp_path, 4, formats.to_messages)
+    assert len(conversations) == 4 and report["rows"] == 6 and report["files"] == {str(path): 6}
+
+
+def test_too_few_valid_rows_is_an_error_with_the_counts_and_the_rows_named(tmp_path, monkeypatch):
+    from zhllm.sft import training
+
+    no_hub(monkeypatch)
+    path = ten_rows_two_bad(tmp_path)
+    with pytest.raises(DataError) as info:
+        training.hub_examples(str(path), 9)
+    message = str(info.value)
+    assert info.value.source == str(path)
+    assert "9 valid rows asked for" in message and "10 rows, kept 8, removed 2" in message
+    assert "ask for at most 8" in message and f"{path}, row 1, field 'output'" in message
+
+
+def test_dpo_reads_on_past_pairs_over_the_token_limit(tmp_path, monkeypatch):
+    from zhllm.dpo import preferences
+
+    no_hub(monkeypatch)
+    long = {**PAIR, "chosen": "好" * 2000}
+    short = [{"prompt": f"写第{i}条好评", "chosen": "很好用", "rejected": "太差了"} for i in range(3)]
+    path = jsonl(tmp_path / "pairs.jsonl", [long, short[0], long, long, short[1], short[2]])
+    tokenizer = shipped_tokenizer()
+    kept, report = preferences.hub_pairs(str(path), tokenizer, 512, limit=3)
+    assert [r["prompt"][0]["content"] for r in kept] == ["写第0条好评", "写第1条好评", "写第2条好评"]
+    assert report["removed"] == {"too_long": 3} and (report["rows"], report["kept"]) == (6, 3)
+    with pytest.raises(DataError) as info:
+        preferences.hub_pairs(str(path), tokenizer, 512, limit=4)
+    message = str(info.value)
+    assert "4 valid rows asked for" in message and "6 rows, kept 3, removed 3 (too_long 3)" in message
+    assert "ask for at most 3" in message

@@ -168,5 +168,25 @@ def test_hub_set_smaller_than_asked_is_an_error(monkeypatch):
     monkeypatch.setattr("datasets.load_dataset", lambda name, config=None, split=None, **kwargs: rows)
     examples, report = training.hub_examples("fake/zh-sft", 3)
     assert len(examples) == 3 and report["kept"] == 3
-    with pytest.raises(DataError, match=r"fake/zh-sft: 3 rows, 5000 asked for"):
+    with pytest.raises(DataError, match=r"fake/zh-sft: 5000 valid rows asked for, but the data ran out: "
+                                        r"3 rows, kept 3"):
         training.hub_examples("fake/zh-sft", 5000)
+
+
+def test_hub_rows_are_streamed_only_as_far_as_the_valid_rows_asked_for(monkeypatch):
+    """Removed rows are made up from the rows after them, and no row past the last one needed is read."""
+    from zhllm.sft import training
+
+    pulled, calls = [], []
+
+    def stream():
+        for i in range(10_000):
+            pulled.append(i)
+            yield {"instruction": "问", "output": "" if i in (0, 3) else f"答{i}"}
+
+    monkeypatch.setattr("datasets.load_dataset", lambda name, config=None, split=None, **kwargs:
+                        calls.append((split, kwargs)) or stream())
+    examples, report = training.hub_examples("fake/zh-sft", 5)
+    assert [e["messages"][1]["content"] for e in examples] == ["答1", "答2", "答4", "答5", "答6"]
+    assert report["removed"] == {"empty_turn": 2} and (report["rows"], report["kept"]) == (7, 5)
+    assert len(pulled) == 7 and calls == [("train", {"streaming": True})]

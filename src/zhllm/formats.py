@@ -10,8 +10,10 @@ Every row is checked, and a bad row raises `RowError` (a `zhllm.errors.DataError
 row index and the field, with a `reason` code. `normalize_rows(..., strict=False)` removes bad rows instead,
 and its report counts every removal by reason: nothing is dropped silently.
 
+A run asks for N valid rows: `read_rows` reads a hub set (streamed) or local files in order until N rows have
+passed every check, counting each removal, and the data running out first is an error with the counts.
 Local files (a .json array, .jsonl lines, or a folder of them) are read by `read_records`, values exactly
-as written, and `read_local` normalises them file by file, so an error names the file and its row.
+as written, and `read_local` checks them file by file, so an error names the file and its row.
 """
 import json
 from collections import Counter
@@ -25,7 +27,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user",
                   "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bot": "assistant"}
 FORMATS = ("messages", "sharegpt", "firefly", "alpaca")
 REASONS = ("not_a_dict", "wrong_type", "unknown_format", "missing_field", "non_string", "empty_turn",
-           "unknown_role", "role_order", "identical_pair")
+           "unknown_role", "role_order", "identical_pair", "too_long")
 
 
 class RowError(DataError):
@@ -242,20 +244,34 @@ def validate_preference(row, index: int | None = None, source: str | None = None
 
 # ---- whole datasets --------------------------------------------------------------------------------
 
-def _normalize(rows, source: str, convert, strict: bool) -> tuple[list, dict]:
-    kept, removed, errors = [], Counter(), []
-    rows = list(rows)
-    for i, row in enumerate(rows):
+def keep_valid(pieces, check, source: str, limit: int | None = None, strict: bool = False) -> tuple[list, dict]:
+    """The rows of `pieces` that pass `check`, read in order until `limit` are kept (all rows when None).
+
+    `pieces` yields (name, rows): a file and its rows, or a data set and its stream; rows are taken one at a
+    time, so nothing past the `limit`-th valid row is read. `check(row, index, name)` returns the row converted
+    or raises `RowError`. The report is {source, rows (read), kept, removed: {reason: count}, errors: [first
+    few]}; strict=True raises on the first bad row instead. Running out before `limit` rows are kept is a
+    DataError giving the counts and what to do.
+    """
+    kept, removed, errors, read = [], Counter(), [], 0
+    rows = ((name, index, row) for name, piece in pieces for index, row in enumerate(piece))
+    while (limit is None or len(kept) < limit) and (item := next(rows, None)):
+        name, index, row = item
+        read += 1
         try:
-            kept.append(convert(row, i))
+            kept.append(check(row, index, name))
         except RowError as err:
             if strict:
                 raise
             removed[err.reason] += 1
             if len(errors) < 5:  # a few full messages, so a report shows what the problem looks like
                 errors.append(str(err))
-    report = {"source": source, "rows": len(rows), "kept": len(kept),
-              "removed": dict(sorted(removed.items())), "errors": errors}
+    report = {"source": source, "rows": read, "kept": len(kept), "removed": dict(sorted(removed.items())),
+              "errors": errors}
+    if limit is not None and len(kept) < limit:
+        fix = f", or fix or replace the removed rows (the first: {' | '.join(errors)})" if errors else ""
+        raise DataError(f"{limit} valid rows asked for, but the data ran out: {_counts(report)}; ask for at most "
+                        f"{len(kept)}{fix}", source=source)
     return kept, report
 
 
@@ -266,30 +282,24 @@ def normalize_rows(rows, source: str, strict: bool = True, system: str | None = 
     strict=True raises on the first bad row (good for data you wrote); strict=False removes bad rows and
     counts them by reason (good for a hub dataset you cannot fix) — never silently.
     """
-    return _normalize(rows, source, lambda row, i: to_messages(row, i, source, system, fmt), strict)
+    return keep_valid([(source, rows)], lambda row, i, name: to_messages(row, i, name, system, fmt), source,
+                      strict=strict)
 
 
 def normalize_preferences(rows, source: str, strict: bool = True) -> tuple[list[dict], dict]:
     """All rows as checked {prompt, chosen, rejected} messages, plus the same report as `normalize_rows`."""
-    return _normalize(rows, source, lambda row, i: validate_preference(row, i, source), strict)
+    return keep_valid([(source, rows)], validate_preference, source, strict=strict)
 
 
-def check_count(rows: list, asked: int, source: str) -> list:
-    """`rows` when there are as many as `asked`; else a DataError with both counts.
-
-    A hub split sliced as `train[:N]` silently returns fewer rows when the set is smaller than N.
-    """
-    if len(rows) < asked:
-        raise DataError(f"{len(rows)} rows, {asked} asked for: the data set is smaller than that; ask for "
-                        f"at most {len(rows)}", source=source)
-    return rows
+def _counts(report: dict) -> str:
+    """"N rows, kept K, removed R (reason count, ...)" for a report."""
+    why = ", ".join(f"{reason} {n}" for reason, n in report["removed"].items()) or "none"
+    return f"{report['rows']} rows, kept {report['kept']}, removed {report['rows'] - report['kept']} ({why})"
 
 
 def describe(report: dict) -> str:
     """One line for a notebook: how many rows came in, how many were kept, and why the rest went."""
-    why = ", ".join(f"{reason} {n}" for reason, n in report["removed"].items()) or "none"
-    return (f"{report['source']}: {report['rows']} rows, kept {report['kept']}, "
-            f"removed {report['rows'] - report['kept']} ({why})")
+    return f"{report['source']}: {_counts(report)}"
 
 
 # ---- local files: .json, .jsonl, or a folder of them ------------------------------------------------
@@ -397,27 +407,35 @@ def read_records(path) -> list:
     return rows
 
 
-def read_local(path, limit: int, normalize) -> tuple[list, dict]:
-    """The first `limit` rows of a local file or folder (`data_files`), normalised, and one report for all.
+def read_local(path, limit: int, check) -> tuple[list, dict]:
+    """The first `limit` rows of a local file or folder (`data_files`) that pass `check`, and one report for all.
 
-    `normalize(rows, source, strict=False)` is `normalize_rows`, `normalize_preferences` or a wrapper; each
-    file is normalised as its own source, so a removed row is named by its file and its row there (from 0,
-    blank lines not counted). Fewer rows than `limit` in all the files is an error (`check_count`).
+    `check(row, index, source)` is `to_messages`, `validate_preference` or a wrapper (see `keep_valid`). Files
+    are read in order, the next one only while fewer than `limit` rows are kept; each is its own source, so a
+    removed row is named by its file and its row there (from 0, blank lines not counted). The report's
+    `files` counts the rows read from each file.
     """
-    pieces, total = [], 0
-    for file in data_files(path):
-        if total >= limit:
-            break
-        rows = read_records(file)[:limit - total]
-        pieces.append((file, rows))
-        total += len(rows)
-    check_count([row for _, rows in pieces for row in rows], limit, str(path))
-    kept, removed, errors = [], Counter(), []
-    for file, rows in pieces:
-        conversations, report = normalize(rows, str(file), strict=False)
-        kept += conversations
-        removed.update(report["removed"])
-        errors += report["errors"][:5 - len(errors)]
-    report = {"source": str(path), "rows": total, "kept": len(kept), "removed": dict(sorted(removed.items())),
-              "errors": errors, "files": {str(file): len(rows) for file, rows in pieces}}
-    return kept, report
+    files = {}
+
+    def rows(file):
+        files[str(file)] = 0
+        for row in read_records(file):
+            files[str(file)] += 1
+            yield row
+
+    kept, report = keep_valid(((str(file), rows(file)) for file in data_files(path)), check, str(path), limit)
+    return kept, {**report, "files": files}
+
+
+def read_rows(name: str, limit: int, check, split: str = "train") -> tuple[list, dict]:
+    """The first `limit` rows of a data set that pass `check`, read in order until that many are kept.
+
+    `name` is a local .json / .jsonl file or a folder of them (`read_local`; `split` does not apply), or a
+    hub id streamed through `zhllm.hub.load_dataset` (the mirror when set), so about `limit` rows are read, not
+    the whole split. Removals are counted by reason; too few valid rows in the whole set is an error.
+    """
+    if is_local_path(name):
+        return read_local(name, limit, check)
+    from . import hub
+
+    return keep_valid([(name, hub.load_dataset(name, split, streaming=True))], check, name, limit)

@@ -70,7 +70,8 @@ class SftArguments:
     hub_dataset: str | None = field(default=None, **_help(
         "a hub instruction set (Alpaca/BELLE, ShareGPT or messages layout), or a local .json/.jsonl file or folder "
         "of them, added to the kit's tasks; null = none"))
-    hub_rows: int = field(default=0, **_help("rows of hub_dataset to use (its first ones)"))
+    hub_rows: int = field(default=0, **_help(
+        "rows of hub_dataset to use: its first ones that pass the checks (fewer in the set is an error)"))
 
 
 @dataclass

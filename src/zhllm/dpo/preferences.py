@@ -93,10 +93,6 @@ def _from_hub_row(row: dict) -> dict:
     return row
 
 
-def _normalize_local(rows, source: str, strict: bool = False) -> tuple[list, dict]:
-    return formats.normalize_preferences((_from_hub_row(r) for r in rows), source, strict=strict)
-
-
 def token_length(tokenizer, row: dict) -> int:
     """Tokens of the longer side of a pair as trained: the prompt with the chat template, a reply and its EOS."""
     prompt = len(chat.encode_prompt(tokenizer, row["prompt"]))
@@ -104,28 +100,23 @@ def token_length(tokenizer, row: dict) -> int:
     return prompt + max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies) + 1
 
 
-def _within(rows: list, report: dict, tokenizer, max_length: int) -> tuple[list, dict]:
-    """Pairs of at most `max_length` tokens (the trainer's own limit); the others are removed and counted."""
-    kept = [r for r in rows if token_length(tokenizer, r) <= max_length]
-    if len(kept) < len(rows):
-        report["removed"][f"over {max_length} tokens"] = len(rows) - len(kept)
-        report["kept"] = len(kept)
-    return kept, report
-
-
 def hub_pairs(name: str, tokenizer, max_length: int, split: str = "train", limit: int = 2000) -> tuple[list, dict]:
-    """Rows of a hub preference set (its config from `zhllm.hub`), normalised and validated.
+    """The first `limit` valid pairs of a hub preference set (its config from `zhllm.hub`), normalised.
 
-    Pairs longer than `max_length` tokens are removed and counted, not cut. `name` may be a local .json /
-    .jsonl file or a folder of them, read by `formats.read_local` (no splits).
+    Rows are read in order until `limit` pass `formats.validate_preference` and fit in `max_length` tokens (the
+    trainer's own limit: longer pairs are removed, not cut); every removal is counted by reason, and a set
+    with fewer valid pairs is an error (`formats.read_rows`). `name` may be a local .json / .jsonl file or a
+    folder of them, read by `formats.read_local` (no splits).
     """
-    if formats.is_local_path(name):
-        return _within(*formats.read_local(name, limit, _normalize_local), tokenizer, max_length)
-    from .. import hub
+    def check(row, index: int, source: str) -> dict:
+        pair = formats.validate_preference(_from_hub_row(row), index, source)
+        length = token_length(tokenizer, pair)
+        if length > max_length:
+            raise formats.RowError("too_long", f"{length} tokens, over the limit of {max_length}; removed, not cut",
+                                   source=source, row=index)
+        return pair
 
-    raw = formats.check_count(list(hub.load_dataset(name, split=f"{split}[:{limit}]")), limit, name)
-    rows, report = formats.normalize_preferences((_from_hub_row(dict(r)) for r in raw), name, strict=False)
-    return _within(rows, report, tokenizer, max_length)
+    return formats.read_rows(name, limit, check, split)
 
 
 def pairs_for(profile: str, cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], str]:

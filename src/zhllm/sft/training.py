@@ -60,17 +60,12 @@ def load_policy(model_dir: Path, cfg: dict, lora=None, quantization=None):
 
 
 def hub_examples(name: str, limit: int) -> tuple[list[dict], dict]:
-    """The first `limit` rows of a hub instruction set (Alpaca / BELLE / ShareGPT / messages), normalised;
-    bad rows are removed and counted by reason (`formats.normalize_rows(strict=False)`).
+    """The first `limit` valid rows of a hub instruction set (Alpaca / BELLE / ShareGPT / messages), normalised.
 
-    `name` may be a local .json / .jsonl file or a folder of them, read by `formats.read_local`."""
-    if formats.is_local_path(name):
-        conversations, report = formats.read_local(name, limit, formats.normalize_rows)
-        return [{"task": "hub", "messages": m} for m in conversations], report
-    from .. import hub
-
-    raw = formats.check_count(list(hub.load_dataset(name, split=f"train[:{limit}]")), limit, name)
-    conversations, report = formats.normalize_rows(raw, name, strict=False)
+    Rows are read in order until `limit` pass `formats.to_messages`; the bad ones are removed and counted by
+    reason, and a set with fewer valid rows is an error (`formats.read_rows`). `name` may be a local .json /
+    .jsonl file or a folder of them, read by `formats.read_local`."""
+    conversations, report = formats.read_rows(name, limit, formats.to_messages)
     return [{"task": "hub", "messages": m} for m in conversations], report
 
 
