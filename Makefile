@@ -10,12 +10,17 @@ STAMP := $(VENV)/.zhllm-installed
 # The tiny profile never touches the network.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ZHLLM_PROFILE=tiny
 TEST_RUNS ?= $(CURDIR)/runs/_test
+# The colab profile on CPU: its notebooks at smoke sizes against a local hub mirror of stand-ins (tests/hub_mirror.py)
+COLAB_RUNS ?= $(CURDIR)/runs/_test_colab
+COLAB := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ZHLLM_PROFILE=colab ZHLLM_SMOKE=1 \
+	ZHLLM_HUB_MIRROR=$(COLAB_RUNS)/hub-mirror ZHLLM_RUNS=$(COLAB_RUNS)
 
-.PHONY: install demo test notebooks labs grade clean help
+.PHONY: install demo test test-colab notebooks labs grade clean help
 
 help:
 	@echo "make demo   - set up .venv, run every stage in the tiny profile (CPU, offline), print results"
 	@echo "make test   - set up .venv, run the test suite (unit tests + every notebook, offline)"
+	@echo "make test-colab - run every notebook in the colab profile on CPU at smoke sizes, against a local hub mirror"
 	@echo "make notebooks - run every notebook (tiny profile) and write its .ipynb with the outputs"
 	@echo "make labs   - build each lab with Otter: labs/student/*.ipynb, labs/dist/{autograder,solution}/"
 	@echo "make grade SUBMISSIONS=dir - grade a folder of submitted lab notebooks into dir/scores.csv"
@@ -38,6 +43,12 @@ test: $(STAMP)
 	rm -rf $(TEST_RUNS)
 	$(OFFLINE) ZHLLM_RUNS=$(TEST_RUNS) ZHLLM_STRICT=1 OMP_NUM_THREADS=2 MPLBACKEND=Agg \
 		$(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 notebooks tests -v --durations=15
+
+test-colab: $(STAMP)
+	rm -rf $(COLAB_RUNS)
+	$(COLAB) $(PY) -m tests.hub_mirror $(COLAB_RUNS)/hub-mirror
+	$(COLAB) OMP_NUM_THREADS=2 MPLBACKEND=Agg \
+		$(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=900 notebooks -v --durations=10
 
 notebooks: $(STAMP)
 	$(OFFLINE) OMP_NUM_THREADS=2 $(PY) scripts/sync_notebooks.py --execute

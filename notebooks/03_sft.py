@@ -302,8 +302,10 @@ for task in baseline:
 
 # %%
 losses = [h["loss"] for h in history]
-assert all(l == l for l in losses) and losses[-1] < losses[0], "loss finite and falling"
-results = [runtime.check(after["sentiment"] > baseline["sentiment"],
+assert all(l == l for l in losses), "loss finite"
+results = [runtime.check(losses[-1] < losses[0], f"loss fell: {losses[0]:.2f} -> {losses[-1]:.2f}",
+                         "a learning rate too small or too large, or too few steps, keeps it from falling"),
+           runtime.check(after["sentiment"] > baseline["sentiment"],
                          f"sentiment accuracy {after['sentiment']:.3f} above the majority label's {baseline['sentiment']:.3f}",
                          "the label comes from what pretraining taught; too few steps leave it at the majority label")]
 print(f"stop rate {after['stop_rate']:.2f} (target 0.95: {'met' if after['stop_rate'] >= 0.95 else 'NOT met'}), "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from zhllm import corpora
-from zhllm.ceval.subjects import CMMLU_SUBJECTS
+from zhllm.ceval.subjects import CEVAL_SUBJECTS, CMMLU_SUBJECTS
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -25,15 +25,19 @@ def _card(path: Path, configs: str) -> None:
 
 
 def write_exams(root: Path) -> None:
-    """C-Eval (README configs, `<subject>/<split>-*.parquet`) and CMMLU (folders per subject, dev and test only)."""
+    """C-Eval (README configs, `<subject>/<split>-*.parquet`, every subject) and CMMLU (folders per subject, dev
+    and test only)."""
     ceval = root / "ceval/ceval-exam"
     row = lambda i, answer: {"id": i, "question": f"问题{i}", "A": "甲", "B": "乙", "C": "丙", "D": "丁",  # noqa: E731
                              "answer": answer, "explanation": ""}
-    for split, answer in (("dev", "A"), ("val", "B"), ("test", "")):
-        (ceval / "logic").mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([row(i, answer) for i in range(3)]).to_parquet(ceval / "logic" / f"{split}-00000-of-00001.parquet")
-    _card(ceval / "README.md", "- config_name: logic\n  data_files:\n  - split: test\n    path: logic/test-*\n"
-          "  - split: val\n    path: logic/val-*\n  - split: dev\n    path: logic/dev-*\n")
+    configs = ""
+    for subject in CEVAL_SUBJECTS:
+        (ceval / subject).mkdir(parents=True, exist_ok=True)
+        for split, answer, n in (("dev", "A", 5), ("val", "B", 3), ("test", "", 3)):
+            pd.DataFrame([row(i, answer) for i in range(n)]).to_parquet(ceval / subject / f"{split}-00000-of-00001.parquet")
+        configs += f"- config_name: {subject}\n  data_files:\n" + "".join(
+            f"  - split: {split}\n    path: {subject}/{split}-*\n" for split in ("test", "val", "dev"))
+    _card(ceval / "README.md", configs)
     for subject in CMMLU_SUBJECTS:
         folder = root / "haonan-li/cmmlu" / subject
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,8 +67,16 @@ def write_texts(root: Path, zh_docs: list[str] | None = None) -> None:
     english = corpora.english("train")
     for split in ("train", "validation", "test"):
         pd.DataFrame({"text": english}).to_parquet(wikitext / f"{split}-00000-of-00001.parquet")
-    write_alpaca(root, [{"instruction": "把这句话翻译成英文。", "input": "你好", "output": "Hello"},
-                        {"instruction": "写一句问候语。", "input": "", "output": "早上好！"}] * 3)
+    write_alpaca(root, alpaca_rows())
+
+
+def alpaca_rows(n: int = 200) -> list[dict]:
+    """Alpaca rows (instruction, input, output) from the kit's single-turn SFT tasks (train split)."""
+    from zhllm.sft import tasks
+
+    examples, _ = tasks.build("train")
+    pairs = [e["messages"] for e in examples if len(e["messages"]) == 2][:n]
+    return [{"instruction": user["content"], "input": "", "output": reply["content"]} for user, reply in pairs]
 
 
 def write_alpaca(root: Path, rows: list[dict]) -> None:

@@ -61,6 +61,16 @@ def test_mirror_keeps_the_real_configs_and_splits(use_mirror):
     assert len(english) > 10 and english.column_names == ["text"]
 
 
+def test_a_config_the_card_does_not_list_is_an_error_not_another_config(tmp_path, monkeypatch):
+    folder = tmp_path / "shibing624/DPO-En-Zh-20k-Preference"
+    hub_mirror._jsonl(folder / "dpo_zh.jsonl", hub_mirror.review_preferences(3))
+    hub_mirror._card(folder / "README.md", "- config_name: zh\n  data_files: dpo_zh.jsonl\n")
+    monkeypatch.setenv(hub.MIRROR_VAR, str(tmp_path))
+    assert len(hub.load_dataset("dpo_zh", "train")) == 3
+    with pytest.raises(ConfigError, match="has configs \\['zh'\\]; ask for one of them, not 'en'"):
+        hub.load_dataset("dpo_zh", "train", config="en")
+
+
 def test_a_repository_missing_from_the_mirror_names_the_folder(use_mirror):
     with pytest.raises(MissingDependencyError, match=re.escape(str(use_mirror / "TinyLlama/TinyLlama_v1.1"))):
         hub.model_path("TinyLlama/TinyLlama_v1.1")
@@ -70,7 +80,8 @@ def test_a_repository_missing_from_the_mirror_names_the_folder(use_mirror):
 
 def test_sft_hub_rows_load_from_the_mirror(use_mirror):
     rows, report = sft.training.hub_examples("shibing624/alpaca-zh", 4)
-    assert report["kept"] == 4 and rows[0]["messages"][-1] == {"role": "assistant", "content": "Hello"}
+    first = hub_mirror.alpaca_rows(1)[0]
+    assert report["kept"] == 4 and rows[0]["messages"][-1] == {"role": "assistant", "content": first["output"]}
 
 
 def test_sft_hub_rows_read_on_past_removed_rows_in_the_mirror(tmp_path, monkeypatch):

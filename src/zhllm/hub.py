@@ -161,7 +161,8 @@ def _card_files(folder: Path, config: str | None, split: str) -> list[Path] | No
     if not isinstance(header, dict) or "configs" not in header:
         return None
     by_name = {c.get("config_name", "default"): c for c in header["configs"]}
-    entry = by_name.get(config or "default") or (next(iter(by_name.values())) if len(by_name) == 1 else None)
+    entry = by_name.get(config or "default") or (next(iter(by_name.values())) if not config and len(by_name) == 1
+                                                 else None)
     if entry is None:
         raise ConfigError(f"{folder.name} has configs {sorted(by_name)}; ask for one of them, not {config!r}")
     data_files = entry.get("data_files", [])
