@@ -41,13 +41,29 @@
 #
 # **Time:** tiny: under 1 min on 2 CPU cores; colab (T4): not yet timed.
 
-# %%
+# %% tags=["install"]
+# Colab: install the kit at the versions it is tested with (Colab's own torch is kept), and keep runs/ on
+# Google Drive so that stages built once survive the VM. Elsewhere this cell does nothing.
+import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab, install the kit (never pins torch)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "zhllm @ git+https://github.com/zhllm/zhllm"], check=True)
+KEEP_RUNS_ON_DRIVE = True  # False: runs/ stays on the VM and is lost when Colab recycles it
+if "google.colab" in sys.modules:
+    if not os.path.isdir("zhllm"):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "https://github.com/zhllm/zhllm", "zhllm"], check=True)
+    with open("zhllm/constraints.txt") as f:  # the tested versions of everything but torch
+        pins = [line for line in f if line.split("==")[0].strip() != "torch"]
+    with open("colab-constraints.txt", "w") as f:
+        f.writelines(pins)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "colab-constraints.txt", "-e", "./zhllm"],
+                   check=True)
+    sys.path.insert(0, os.path.abspath("zhllm/src"))
+    if KEEP_RUNS_ON_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+        os.environ["ZHLLM_RUNS"] = "/content/drive/MyDrive/zhllm/runs"
 
 # %%
 from zhllm import runtime
@@ -58,7 +74,7 @@ print(runtime.banner())
 # %% tags=["parameters"]
 import os
 
-from zhllm import profiles
+from zhllm import artifacts, profiles
 from zhllm import tokenizer as tokenizer_expand
 
 PROFILE = profiles.current()
@@ -73,6 +89,7 @@ BYTE_LEVEL_NEW = SETTINGS["bl_new"]  # new merges for the byte-level path
 LLAMA2_SP_MODEL = os.environ.get("ZHLLM_LLAMA2_SP_MODEL")
 SEED = 0
 print(PROFILE, SETTINGS)
+print(artifacts.describe_builds("tokenizer", PROFILE))  # the earlier stages this notebook builds first, if any
 
 # %% [markdown]
 # ## 1. Data and the base tokenizer

@@ -38,13 +38,29 @@
 # %% [markdown]
 # ## Setup
 
-# %%
+# %% tags=["install"]
+# Colab: install the kit at the versions it is tested with (Colab's own torch is kept), and keep runs/ on
+# Google Drive so that stages built once survive the VM. Elsewhere this cell does nothing.
+import os
 import subprocess
 import sys
 
+KEEP_RUNS_ON_DRIVE = True  # False: runs/ stays on the VM and is lost when Colab recycles it
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "zhllm @ git+https://github.com/zhllm/zhllm"], check=True)
+    if not os.path.isdir("zhllm"):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "https://github.com/zhllm/zhllm", "zhllm"], check=True)
+    with open("zhllm/constraints.txt") as f:  # the tested versions of everything but torch
+        pins = [line for line in f if line.split("==")[0].strip() != "torch"]
+    with open("colab-constraints.txt", "w") as f:
+        f.writelines(pins)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "colab-constraints.txt", "-e", "./zhllm"],
+                   check=True)
+    sys.path.insert(0, os.path.abspath("zhllm/src"))
+    if KEEP_RUNS_ON_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+        os.environ["ZHLLM_RUNS"] = "/content/drive/MyDrive/zhllm/runs"
 
 # %%
 import time
@@ -66,6 +82,7 @@ PROFILE = current()          # "tiny" on a CPU, "colab" with a GPU; set ZHLLM_PR
 CFG = {**pick(cpt.SETTINGS, PROFILE),
        # a Try-it changes a setting here, e.g. "max_steps": 100,
        }
+print(artifacts.describe_builds("cpt", PROFILE))  # the earlier stages this notebook builds first, if any
 CFG
 
 # %% [markdown]

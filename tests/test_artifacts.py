@@ -70,3 +70,14 @@ def test_two_workers_asking_at_once_build_once(runs):
         results = pool.map(_ensure_in_subprocess, [str(runs), str(runs)])
     assert results == [{"value": 42}, {"value": 42}]
     assert (runs / "builds.txt").read_text().count("built") == 1
+
+
+def test_a_notebook_says_which_missing_stages_it_builds_first(runs, monkeypatch):
+    monkeypatch.delenv(artifacts.START_VAR, raising=False)
+    assert artifacts.builds_first("dpo", "colab") == ["base", "tokenizer", "cpt", "sft"]
+    assert artifacts.builds_first("dpo", "tiny") == ["sft"], "the tiny profile starts from the shipped model"
+    artifacts.stage_dir("cpt", "colab").mkdir(parents=True)
+    artifacts.write_metrics(artifacts.stage_dir("cpt", "colab"), {"seconds": 1})
+    assert artifacts.builds_first("dpo", "colab") == ["sft"], "a built stage is not rebuilt, nor what it needs"
+    assert "sft (notebook 03)" in artifacts.describe_builds("dpo", "colab")
+    assert artifacts.builds_first("scaling", "colab") == [] and "is built" in artifacts.describe_builds("scaling", "colab")

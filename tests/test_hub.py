@@ -193,3 +193,11 @@ def test_eval_ceval_hub_cmmlu_runs_on_its_own_splits(use_mirror, capsys):
                      "--format", "cmmlu_5shot" if "cmmlu_5shot" in ceval.FORMATS else "official_zero_shot"]) == 0
     assert "on cmmlu test" in capsys.readouterr().out
 
+
+
+def test_the_test_mirror_holds_every_repository_in_the_table(tmp_path):
+    """`make test-colab` runs the colab notebooks against this mirror: a new hub id needs its stand-in."""
+    root = hub_mirror.build(tmp_path, real=False)
+    missing = [i for i in [*hub.MODELS, *hub.BY_ID] if not (root / i).is_dir()]
+    assert not missing, f"add stand-ins for {missing} to tests/hub_mirror.py"
+    assert (root / "TinyLlama/TinyLlama_v1.1/tokenizer.model").is_file(), "TinyLlama's repo keeps its tokenizer.model"

@@ -7,7 +7,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from sync_notebooks import problems, source_sha256  # noqa: E402
+import sync_notebooks  # noqa: E402
+from sync_notebooks import generated_problems, problems, source_sha256  # noqa: E402
 
 SOURCES = sorted((REPO / "notebooks").glob("*.py"))
 
@@ -31,7 +32,9 @@ def test_an_edited_source_is_caught(tmp_path):
     copy.write_text(py.read_text() + "\n# %%\nprint('edited')\n")
     copy.with_suffix(".ipynb").write_text(py.with_suffix(".ipynb").read_text())
     assert source_sha256(copy) != source_sha256(py)
-    assert len(problems(copy)) == 2
+    found = problems(copy)
+    assert f"{py.stem}.ipynb's cells differ from {py.name}" in found
+    assert f"{py.stem}.ipynb's outputs do not come from the current {py.name}" in found
 
 
 @pytest.mark.parametrize("py", SOURCES, ids=lambda p: p.name)
@@ -39,6 +42,7 @@ def test_notebook_anatomy(py):
     text = py.read_text()
     assert "colab-badge.svg" in text, "a Colab badge"
     assert 'if "google.colab" in sys.modules' in text, "an install cell that acts only on Colab"
+    assert generated_problems(py) == [], "install cell and badge from pyproject.toml: run sync_notebooks.py --generate"
     assert "runtime.banner()" in text, "the version and device banner"
     assert '# %% tags=["parameters"]' in text, "a parameters cell"
     assert "## Try it" in text, "exercises at the end"
@@ -48,3 +52,23 @@ def test_notebook_anatomy(py):
     lab = text.split("**Lab.** `")[1].split("`")[0]
     assert (REPO / lab).exists(), f"the lab {lab} exists"
     assert "torch==" not in text, "never pin torch in what Colab installs"
+
+
+def test_install_cell_keeps_colabs_torch_and_pins_everything_else(tmp_path, monkeypatch):
+    """Run the install cell's constraint filter on the real constraints.txt, as Colab would after the clone."""
+    cell = sync_notebooks.install_cell()
+    code = cell[cell.index("    with open("):cell.index("    subprocess.run([sys.executable")]
+    (tmp_path / "zhllm").mkdir()
+    (tmp_path / "zhllm" / "constraints.txt").write_text((REPO / "constraints.txt").read_text())
+    monkeypatch.chdir(tmp_path)
+    exec("if True:\n" + code)
+    kept = (tmp_path / "colab-constraints.txt").read_text().splitlines()
+    pinned = [line.split("==")[0] for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line]
+    assert "torch" in pinned and "torch" not in [line.split("==")[0] for line in kept]
+    assert len([line for line in kept if "==" in line]) == len(pinned) - 1, "every other tested version is pinned"
+
+
+def test_a_new_repository_address_is_caught(monkeypatch):
+    monkeypatch.setattr(sync_notebooks, "repository", lambda: "https://github.com/someone/else")
+    assert generated_problems(SOURCES[0]) == [f"{SOURCES[0].name}'s install cell is not the generated one",
+                                              f"{SOURCES[0].name}'s Colab badge is not the generated one"]

@@ -81,3 +81,17 @@ def test_bitsandbytes_optional_kernel_warning_is_silenced(caplog):
     with caplog.at_level(logging.WARNING):
         logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community")
     assert logger.getEffectiveLevel() == logging.ERROR and not caplog.records
+
+
+def test_smoke_sizes_replace_only_the_keys_a_stage_has_and_never_tiny(monkeypatch):
+    from zhllm import sft
+
+    monkeypatch.setenv(profiles.SMOKE_VAR, "1")
+    colab = profiles.pick(sft.SETTINGS, "colab")
+    assert colab["max_steps"] == profiles.SMOKE["max_steps"] and colab["hub_rows"] == profiles.SMOKE["hub_rows"]
+    assert colab["quantization"] == "4bit" and colab["hub_dataset"] == sft.SETTINGS["colab"]["hub_dataset"]
+    assert sft.SETTINGS["colab"]["max_steps"] == 600, "the table itself is untouched"
+    assert profiles.pick(sft.SETTINGS, "tiny") == sft.SETTINGS["tiny"]
+    assert "smoke" in runtime.banner("colab")
+    monkeypatch.setenv(profiles.SMOKE_VAR, "0")
+    assert profiles.pick(sft.SETTINGS, "colab") == sft.SETTINGS["colab"]

@@ -33,6 +33,10 @@ BUILDERS = {
     "curation": "zhllm.curation:build",
 }
 
+# stage -> the stages its notebook (and its builder) load; "start" is the model stages 03-07 start from
+NEEDS = {"base": (), "tokenizer": ("base",), "cpt": ("base", "tokenizer"), "sft": ("start",), "dpo": ("sft",),
+         "scaling": (), "ceval": ("base",), "curation": ("start",)}
+
 _LOCKS: dict[str, FileLock] = {}
 
 
@@ -91,6 +95,34 @@ def clear_checkpoints(stage: str, profile: str | None = None) -> None:
 
 def is_built(stage: str, profile: str | None = None) -> bool:
     return (stage_dir(stage, profile) / "metrics.json").exists()
+
+
+def builds_first(stage: str, profile: str | None = None) -> list[str]:
+    """The earlier stages that running `stage` builds first because they are missing, in pipeline order."""
+    missing = []
+
+    def visit(name):
+        for need in NEEDS[name]:
+            if need == "start":
+                if start_from(profile) == "shipped":
+                    continue
+                need = "cpt"
+            if not is_built(need, profile) and need not in missing:
+                visit(need)
+                missing.append(need)
+
+    visit(stage)
+    return missing
+
+
+def describe_builds(stage: str, profile: str | None = None) -> str:
+    """One line for the top of a notebook: which earlier stages it will build before its own work."""
+    missing = builds_first(stage, profile)
+    if not missing:
+        return f"every stage {stage!r} loads is built in {stage_dir(stage, profile).parent}"
+    names = ", ".join(f"{s} (notebook {STAGES.index(s):02d})" for s in missing)
+    return (f"builds first, since they are not in {stage_dir(stage, profile).parent} yet: {names}; each takes "
+            "about as long as its own notebook. On Colab the install cell keeps runs on Google Drive.")
 
 
 def _lock(stage: str, profile: str | None) -> FileLock:
