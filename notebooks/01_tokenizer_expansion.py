@@ -304,7 +304,7 @@ else:
     print("no Llama-2 tokenizer.model given: set LLAMA2_SP_MODEL (or $ZHLLM_LLAMA2_SP_MODEL) to expand it here")
 
 # %% [markdown]
-# **4b. One sentence, token by token.**
+# **4c. One sentence, token by token.**
 
 # %%
 for name, tok in (("before", before_tok), ("after", new_tok), ("byte-level before", bl_base),
@@ -315,7 +315,7 @@ for name, tok in (("before", before_tok), ("after", new_tok), ("byte-level befor
     print(f"{name:>17} ({len(tokens):>2} tokens): {' '.join(tokens)}")
 
 # %% [markdown]
-# **4c. The model.** We resize the base model to `len(tokenizer)` and initialise the new rows:
+# **4d. The model.** We resize the base model to `len(tokenizer)` and initialise the new rows:
 # input rows as the mean of the embeddings of the token's old tokenisation (中国 = its six bytes),
 # output rows as the mean of the old output rows. Hewitt (2021) shows that mean output rows change
 # any next-token distribution by at most log(1 + n_new / n_old) nats; random rows N(0, 0.02), as
