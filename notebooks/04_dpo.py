@@ -107,10 +107,17 @@ print(f"policy {policy_dir}: {count_parameters(model) / 1e6:.1f}M parameters; "
 # ## 2 · Preference data (偏好数据)
 # Each row is TRL's conversational form: `prompt` (messages ending with a user turn), `chosen` and
 # `rejected` (assistant turns). Every row passes the same validator as hub data would
-# (`formats.validate_preference`). Held-out pairs come only from the reviews' held-out split.
+# (`formats.validate_preference`). `pairs_for` returns the training rows and held-out sets by name.
+# `reviews` holds pairs of the reviews' held-out split, never trained on: the held-out reward accuracy, the
+# bag-of-characters yardstick and the judge below all read them. In the tiny profile the training pairs
+# come from the reviews' train split. On colab/full they are a hub preference set's pairs mixed with
+# `review_pairs` review pairs, shuffled with the seed, so the policy trains on the task it is judged on;
+# a second set, `hub`, holds out `heldout_pairs` hub pairs read after the training ones (the hub set has only
+# a train split).
 
 # %%
-train_rows, heldout, about = preference_data.pairs_for(PROFILE, CFG)
+train_rows, heldout_sets, about = preference_data.pairs_for(PROFILE, CFG)
+heldout = heldout_sets["reviews"]  # the review task, which the judge and the yardstick read too
 print(about)
 print(json.dumps(heldout[0], ensure_ascii=False, indent=1))
 
@@ -212,11 +219,15 @@ plt.show()
 # %% [markdown]
 # ## 5 · Evaluate
 # **Reward accuracy and margin on held-out pairs**: does the policy now rate unseen positive reviews
-# above unseen negative ones, relative to the reference?
+# above unseen negative ones, relative to the reference? On colab/full the hub set's held-out pairs are
+# ranked too: what the general preferences taught, on pairs training never saw.
 
 # %%
 stats = dpo.reward_stats(trainer)
 print(f"held-out reward accuracy {stats['accuracy']:.2f}, mean margin {stats['margin']:.3f}")
+hub_stats = dpo.reward_stats(trainer, heldout_sets["hub"]) if "hub" in heldout_sets else None
+if hub_stats is not None:
+    print(f"hub held-out pairs: reward accuracy {hub_stats['accuracy']:.2f}, mean margin {hub_stats['margin']:.3f}")
 
 # %% [markdown]
 # **How separable are these pairs by their words alone?** A bag-of-characters classifier (naive Bayes on
@@ -236,7 +247,7 @@ print(f"held-out pair accuracy: bag-of-characters {lexical:.2f}, DPO implicit re
 # %%
 prompts = dpo.judge_prompts(heldout, CFG["judge_prompts"])
 gens = dpo.compare(trainer.model, tokenizer, prompts, CFG)
-metrics = dpo.summary(stats, gens, time.time() - start, lexical)
+metrics = dpo.summary(stats, gens, time.time() - start, lexical, hub_stats)
 print(f"judge: positive rate SFT {metrics['judge_positive_rate_sft']:.2f} -> "
       f"DPO {metrics['judge_positive_rate_dpo']:.2f}")
 print(f"mean reply length (characters): SFT {metrics['mean_length_sft']:.1f} -> DPO {metrics['mean_length_dpo']:.1f}")

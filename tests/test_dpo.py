@@ -4,6 +4,7 @@ The model here is a tiny random Llama with a byte-level BPE built in the test, s
 earlier stages and the whole file runs in well under a minute.
 """
 import copy
+import time
 
 import pytest
 import torch
@@ -75,6 +76,15 @@ def test_heldout_reviews_never_appear_in_training_pairs(heldout, train_rows):
     seen = {row[k][0]["content"] for row in every_train for k in ("chosen", "rejected")}
     assert not seen & {row[k][0]["content"] for row in heldout for k in ("chosen", "rejected")}
     assert preference_data.review_pairs("heldout", 60) == heldout, "the split is fixed"
+
+
+def test_without_a_hub_set_the_pairs_are_the_review_splits_alone():
+    """tiny: the training rows are exactly the reviews' train pairs, and the one held-out set their held-out pairs."""
+    cfg = dict(dpo.SETTINGS["tiny"], train_pairs=40, heldout_pairs=10)
+    train, heldout, about = preference_data.pairs_for("tiny", cfg)
+    assert train == preference_data.review_pairs("train", 40, 0)
+    assert heldout == {"reviews": preference_data.review_pairs("heldout", 10, 0)}
+    assert about == "review pairs: 40 train, 10 held out"
 
 
 def test_too_many_pairs_asked_is_a_clear_error():
@@ -154,6 +164,25 @@ def test_a_few_dpo_steps_raise_the_margin(tokenizer, train_rows, tmp_path):
         trained, original = policy(input_ids=ids).logits, sft_model(input_ids=ids).logits
     assert torch.equal(reference, original), "adapter disabled = the SFT model, embedding rows included"
     assert not torch.allclose(trained, original), "the trained policy moved away from it"
+
+
+def test_each_heldout_set_is_ranked_in_its_own_evaluation(tokenizer, train_rows, heldout, tmp_path):
+    """`measure` reports a hub held-out set's reward accuracy and margin next to the reviews', each from its own
+    evaluation (TRL logs every eval set's rewards under the same keys); without a hub set, no hub entries."""
+    rows = train_rows[:32]
+    trainer = dpo.make_trainer(_model(tokenizer), tokenizer, rows, heldout[:20], TINY, tmp_path)
+    trainer.train()
+    cfg = dict(TINY, judge_prompts=2, max_new_tokens=4)
+    _, metrics = dpo.measure(trainer, tokenizer, rows, {"reviews": heldout[:20], "hub": rows}, cfg, time.time())
+    reviews, trained_on = dpo.reward_stats(trainer), dpo.reward_stats(trainer, rows)
+    assert trained_on["margin"] > reviews["margin"] + 0.05, "the pairs trained on (standing in for hub pairs)"
+    assert (metrics["reward_accuracy_heldout"], metrics["reward_margin_heldout"]) == \
+        (reviews["accuracy"], reviews["margin"])
+    assert (metrics["reward_accuracy_hub_heldout"], metrics["reward_margin_hub_heldout"]) == \
+        (trained_on["accuracy"], trained_on["margin"])
+    _, without = dpo.measure(trainer, tokenizer, rows, {"reviews": heldout[:20]}, cfg, time.time())
+    assert not {"reward_accuracy_hub_heldout", "reward_margin_hub_heldout"} & set(without)
+    assert without["reward_accuracy_heldout"] == reviews["accuracy"]
 
 
 def test_sampling_is_reproducible_and_the_judge_reads_sentiment(tokenizer):

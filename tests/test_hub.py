@@ -1,4 +1,5 @@
 """Hub access through `zhllm.hub`: the table, the local mirror, and the colab loaders that go through it."""
+import json
 import re
 from pathlib import Path
 
@@ -145,6 +146,35 @@ def test_dpo_pairs_use_the_zh_config_and_a_token_limit_and_count_what_they_remov
     with pytest.raises(DataError, match=r"3 valid rows asked for, but the data ran out: 3 rows, kept 2, removed 1 "
                                         r"\(too_long 1\); ask for at most 2"):
         dpo.preferences.hub_pairs("shibing624/DPO-En-Zh-20k-Preference", tokenizer, max_length, limit=3)
+
+
+def test_a_hub_set_trains_mixed_with_review_pairs_and_some_of_it_is_held_out(mirror, monkeypatch):
+    """colab: the hub set's first valid pairs and the kit's review train pairs, shuffled with the seed; the hub
+    pairs read after the training ones are held out as "hub", next to the reviews' held-out pairs."""
+    from transformers import AutoTokenizer
+
+    from zhllm import chat, shipped
+
+    monkeypatch.setenv(hub.MIRROR_VAR, str(mirror))
+    system = "你是一个乐于助人的助手。"  # marks the hub pairs: the mirror's rows are review pairs too
+    hub_mirror.write_preferences(mirror, [{**row, "system": system} for row in hub_mirror.review_preferences(40)])
+    tokenizer = AutoTokenizer.from_pretrained(shipped.model_dir())
+    chat.set_chat_template(tokenizer)
+    cfg = dict(dpo.SETTINGS["colab"], train_pairs=12, heldout_pairs=5, review_pairs=20, max_length=256)
+    train, heldout, about = dpo.preferences.pairs_for("colab", cfg, tokenizer)
+    read, _ = dpo.preferences.hub_pairs(cfg["hub_dataset"], tokenizer, 256, limit=17)
+    reviews = dpo.preferences.review_pairs("train", 20, 0)
+    key = lambda row: json.dumps(row, ensure_ascii=False, sort_keys=True)  # noqa: E731
+    from_hub = [key(r) for r in train if r["prompt"][0]["content"] == system]
+    assert sorted(from_hub) == sorted(map(key, read[:12])) and len(train) == 32
+    assert sorted(key(r) for r in train if r["prompt"][0]["role"] == "user") == sorted(map(key, reviews))
+    assert train != read[:12] + reviews, "shuffled"
+    assert dpo.preferences.pairs_for("colab", cfg, tokenizer)[0] == train, "the same mix every time"
+    assert set(heldout) == {"reviews", "hub"} and heldout["hub"] == read[12:]
+    assert not set(map(key, heldout["hub"])) & set(from_hub)
+    assert heldout["reviews"] == dpo.preferences.review_pairs("heldout", 5, 0)
+    assert "train: 12 hub pairs + 20 review pairs, shuffled; held out: 5 hub pairs" in about
+    assert about.endswith("+ 5 review pairs (held-out split)")
 
 
 # ---- hub text: read once, as many characters as asked ----------------------------------------------

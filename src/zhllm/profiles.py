@@ -21,6 +21,7 @@ SMOKE = dict(
     heldout_pairs=8, judge_prompts=8, eval_per_task=4, exam_per_subject=5, n_new=1_000, zh_sp_vocab=5_000,
     zh_docs=3_000, zh_heldout_docs=100, en_docs=100, kl_tokens=1_024, kl_len=128, bl_new=300, bl_docs=300,
     injected_per_kind=5, raw_docs=5_000, raw_scored=64, clusters=4, select=40, real_limit=2, cot_questions=2,
+    review_pairs=24,
     # steps, batches and generation lengths
     max_steps=3, sft_steps=3, warmup_steps=1, batch_size=2, grad_accum=1, sft_batch=2, max_new_tokens=16,
     cot_new_tokens=16, n_boot=50, n_boot_law=20,

@@ -89,6 +89,8 @@ class DpoArguments:
     hub_dataset: str | None = field(default=None, **_help(
         "a hub preference set (prompt/chosen/rejected or MedicalGPT layout), or a local .json/.jsonl file or "
         "folder of them; null = the kit's review pairs"))
+    review_pairs: int = field(default=0, **_help(
+        "with a hub_dataset: review train pairs mixed in, the task the held-out review pairs measure"))
 
 
 CHOICES = {"profile": PROFILES, "quantization": (None, "4bit", "8bit"), "embeddings": ("full", "new_rows", "none")}
@@ -310,7 +312,7 @@ def _train_dpo(kit, args, cfg: dict):
     cfg["max_length"] = args.max_length  # the trainer's limit is the one pairs are measured against
     train_rows, heldout, description = preference_data.pairs_for(kit.profile, cfg, tokenizer)
     print(f"[zhllm] {description}")
-    trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout, cfg, args.output_dir, args=args)
+    trainer = dpo.make_trainer(model, tokenizer, train_rows, heldout["reviews"], cfg, args.output_dir, args=args)
     before = checksum(trainer.model)
     found = any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)

@@ -8,7 +8,8 @@ Train pairs come only from the reviews' "train" split and held-out pairs only fr
 
 colab/full normalise a Chinese preference set from the hub (or a local .json / .jsonl file or folder) to the
 same schema; every row goes through `formats.validate_preference`, like SFT rows, and removals are counted,
-never silent.
+never silent. They train on its pairs mixed with review train pairs, so the review held-out pairs and the
+judge measure a task the policy trained on, and hold out some of its pairs too (`pairs_for`).
 """
 import random
 import re
@@ -119,19 +120,44 @@ def hub_pairs(name: str, tokenizer, max_length: int, split: str = "train", limit
     return formats.read_rows(name, limit, check, split)
 
 
-def pairs_for(profile: str, cfg: dict, tokenizer=None) -> tuple[list[dict], list[dict], str]:
-    """(train rows, held-out rows, a one-line description) for the profile's settings.
+def sft_tokenizer(profile: str):
+    """The SFT stage's tokenizer with the kit's chat template: what a hub set's pairs are measured in."""
+    from transformers import AutoTokenizer
 
-    A hub set's pairs are measured in tokens of `tokenizer` (default: the SFT stage's, with its chat template).
+    tokenizer = AutoTokenizer.from_pretrained(artifacts.ensure("sft", profile) / "model")
+    chat.set_chat_template(tokenizer)
+    return tokenizer
+
+
+def mixed_pairs(cfg: dict, tokenizer) -> tuple[list[dict], list[dict], str]:
+    """(train rows, hub held-out rows, a description) for a profile with a `hub_dataset`.
+
+    The hub set's first `train_pairs + heldout_pairs` valid pairs are read; the last `heldout_pairs` are held
+    out (the set has a train split only), the others train together with `review_pairs` review train pairs,
+    shuffled with the seed.
+    """
+    n_train, n_held = cfg["train_pairs"], cfg["heldout_pairs"]
+    hub, report = hub_pairs(cfg["hub_dataset"], tokenizer, cfg["max_length"], limit=n_train + n_held)
+    reviews = review_pairs("train", cfg["review_pairs"], cfg["seed"])
+    mixed = hub[:n_train] + reviews
+    rows = random.Random(f"{cfg['seed']}:mix:dpo").sample(mixed, len(mixed))
+    about = (f"{formats.describe(report)}; train: {n_train} hub pairs + {len(reviews)} review pairs, shuffled; "
+             f"held out: {n_held} hub pairs (the last read)")
+    return rows, hub[n_train:], about
+
+
+def pairs_for(profile: str, cfg: dict, tokenizer=None) -> tuple[list[dict], dict[str, list[dict]], str]:
+    """(train rows, held-out sets by name, a one-line description) for the profile's settings.
+
+    "reviews" is always a held-out set: `heldout_pairs` pairs of the reviews' held-out split, the task the judge
+    and the lexical baseline read. Without a `hub_dataset` (tiny) the train rows are `train_pairs` review pairs
+    of the train split. With one (colab/full) they are the hub set's pairs mixed with review pairs, and a
+    second set, "hub", holds hub pairs out (`mixed_pairs`); hub pairs are measured in tokens of `tokenizer`
+    (default: the SFT stage's, `sft_tokenizer`).
     """
     held = review_pairs("heldout", cfg["heldout_pairs"], cfg["seed"])
-    if cfg.get("hub_dataset"):
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(artifacts.ensure("sft", profile) / "model")
-            chat.set_chat_template(tokenizer)
-        rows, report = hub_pairs(cfg["hub_dataset"], tokenizer, cfg["max_length"], limit=cfg["train_pairs"])
-        return rows, held, formats.describe(report)
-    rows = review_pairs("train", cfg["train_pairs"], cfg["seed"])
-    return rows, held, f"review pairs: {len(rows)} train, {len(held)} held out"
+    if not cfg.get("hub_dataset"):
+        rows = review_pairs("train", cfg["train_pairs"], cfg["seed"])
+        return rows, {"reviews": held}, f"review pairs: {len(rows)} train, {len(held)} held out"
+    rows, hub_held, about = mixed_pairs(cfg, sft_tokenizer(profile) if tokenizer is None else tokenizer)
+    return rows, {"reviews": held, "hub": hub_held}, f"{about} + {len(held)} review pairs (held-out split)"

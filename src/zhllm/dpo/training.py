@@ -4,10 +4,10 @@ TRL's `DPOTrainer` gets the SFT model and a `peft_config`: it wraps the model wi
 and computes the reference log-probabilities with that adapter *disabled*, which is exactly the SFT model.
 No second copy of the weights is loaded (`trainer.ref_model is None`).
 
-Evaluation: held-out reward accuracy and margins (the implicit reward beta * log pi/pi_ref), and an
-independent judge — snownlp's sentiment classifier, which training never sees — on sampled replies of the
-SFT model (adapter disabled) and the DPO model to the same held-out prompts; plus their lengths, because
-DPO is known to drift towards longer answers.
+Evaluation: held-out reward accuracy and margins (the implicit reward beta * log pi/pi_ref) on the review task
+and, with a hub set, on its held-out pairs too; and an independent judge — snownlp's sentiment classifier,
+which training never sees — on sampled replies of the SFT model (adapter disabled) and the DPO model to the
+same held-out review prompts; plus their lengths, because DPO is known to drift towards longer answers.
 """
 import json
 import time
@@ -35,10 +35,12 @@ SETTINGS = {
                  batch_size=16, grad_accum=1, warmup_steps=3, max_length=64, train_pairs=1500, heldout_pairs=80,
                  judge_prompts=64, temperature=0.8, max_new_tokens=48, gradient_checkpointing=False,
                  hub_dataset=None, seed=0),
+    # review_pairs: the kit's review train pairs mixed in with the hub set's, so the review held-out pairs, the
+    # judge and the lexical baseline measure a task the policy trained on (1,500, as many as tiny trains on).
     "colab": dict(lora_r=16, lora_alpha=32, embeddings="none", beta=0.1, learning_rate=5e-5, max_steps=300,
                   batch_size=4, grad_accum=4, warmup_steps=20, max_length=512, train_pairs=4000, heldout_pairs=80,
                   judge_prompts=100, temperature=0.8, max_new_tokens=64, gradient_checkpointing=True,
-                  hub_dataset="shibing624/DPO-En-Zh-20k-Preference", seed=0),
+                  hub_dataset="shibing624/DPO-En-Zh-20k-Preference", review_pairs=1500, seed=0),
 }
 
 
@@ -103,7 +105,12 @@ def history(trainer) -> list[dict]:
 
 
 def reward_stats(trainer, rows: list[dict] | None = None) -> dict:
-    """Held-out reward accuracy (chosen reward > rejected reward) and mean margin, from TRL's evaluation."""
+    """Reward accuracy (chosen reward > rejected reward) and mean margin on `rows` (default: the trainer's eval
+    set), from TRL's evaluation.
+
+    One set per call: TRL logs every eval set's rewards under the same `eval_rewards/...` keys, so evaluating a
+    dict of sets at once keeps only the last set's.
+    """
     result = trainer.evaluate(Dataset.from_list(rows) if rows is not None else None)
     return {"accuracy": result["eval_rewards/accuracies"], "margin": result["eval_rewards/margins"]}
 
@@ -186,14 +193,29 @@ def judge_prompts(heldout: list[dict], n: int) -> list[list[dict]]:
     return [row["prompt"] for row in heldout[:n]]
 
 
-def summary(stats: dict, gens: dict, seconds: float, lexical: float | None = None) -> dict:
-    """The stage's metrics.json entries; `lexical` is `lexical_baseline` on the same pairs, when measured."""
+def summary(stats: dict, gens: dict, seconds: float, lexical: float | None = None, hub: dict | None = None) -> dict:
+    """The stage's metrics.json entries; `lexical` is `lexical_baseline` on the same pairs, when measured, and
+    `hub` the `reward_stats` of a hub set's held-out pairs, when there are some."""
     extra = {} if lexical is None else {"reward_accuracy_lexical_baseline": lexical}
+    if hub is not None:
+        extra.update(reward_accuracy_hub_heldout=hub["accuracy"], reward_margin_hub_heldout=hub["margin"])
     return {**extra, "reward_accuracy_heldout": stats["accuracy"], "reward_margin_heldout": stats["margin"],
             "judge_positive_rate_sft": positive_rate(gens["sft_scores"]),
             "judge_positive_rate_dpo": positive_rate(gens["dpo_scores"]),
             "mean_length_sft": mean_length(gens["sft"]), "mean_length_dpo": mean_length(gens["dpo"]),
             "peak_memory_mb": runtime.peak_memory_mb(), "seconds": round(seconds, 1)}
+
+
+def measure(trainer, tokenizer, train_rows: list[dict], heldout: dict[str, list[dict]], cfg: dict,
+            start: float) -> tuple[dict, dict]:
+    """(generations, metrics) of a trained trainer whose eval set is `heldout["reviews"]` (`pairs_for`'s sets):
+    reward statistics on each held-out set, and the lexical baseline and the judge on the reviews; `start` is
+    the stage's start time (`time.time()`)."""
+    reviews = heldout["reviews"]
+    stats = reward_stats(trainer)
+    hub = reward_stats(trainer, heldout["hub"]) if "hub" in heldout else None
+    gens = compare(trainer.model, tokenizer, judge_prompts(reviews, cfg["judge_prompts"]), cfg)
+    return gens, summary(stats, gens, time.time() - start, lexical_baseline(train_rows, reviews), hub)
 
 
 def build(out_dir: Path, profile: str | None = None) -> dict:
@@ -206,11 +228,9 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     train_rows, heldout, about = preference_data.pairs_for(profile, cfg, tokenizer)
     print(f"[zhllm] {about}")
     checkpoints = artifacts.checkpoint_dir("dpo", profile)
-    trainer = make_trainer(model, tokenizer, train_rows, heldout, cfg, checkpoints)
+    trainer = make_trainer(model, tokenizer, train_rows, heldout["reviews"], cfg, checkpoints)
     trainer.train()
-    stats = reward_stats(trainer)
-    gens = compare(trainer.model, tokenizer, judge_prompts(heldout, cfg["judge_prompts"]), cfg)
-    metrics = summary(stats, gens, time.time() - start, lexical_baseline(train_rows, heldout))
+    gens, metrics = measure(trainer, tokenizer, train_rows, heldout, cfg, start)
     save(out_dir, trainer, tokenizer, gens, metrics)
     artifacts.clear_checkpoints("dpo", profile)
     return metrics
