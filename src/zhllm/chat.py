@@ -152,14 +152,25 @@ def collator(tokenizer, packing: bool = False):
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=packing)
 
 
+# Greedy decoding with the repetition controls chat models are served with. Plain greedy decoding of a small
+# model falls into loops ("服务也不错，服务也不错，…") and never reaches EOS; `repetition_penalty` divides the
+# logit of every token already in the context (CTRL, Keskar et al. 2019) and `no_repeat_ngram_size` forbids
+# repeating any 5-token sequence. `bench/decoding.py` prints the stop rate and task scores of the same SFT
+# model under plain greedy decoding and under these settings, side by side.
+DECODING = {"repetition_penalty": 1.15, "no_repeat_ngram_size": 5}
+GREEDY = {}  # plain greedy decoding, for comparison
+
+
 @torch.no_grad()
 def generate_replies(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64,
-                     batch_size: int = 32) -> list[tuple[str, bool]]:
+                     batch_size: int = 32, decoding: dict | None = None) -> list[tuple[str, bool]]:
     """Greedy replies to conversations ending with a user turn: (text, stopped with EOS) per conversation.
 
     Prompts go through `encode_prompt`, the same render as training; left padding keeps every prompt's
-    last token next to the first generated one.
+    last token next to the first generated one. `decoding` (default `DECODING`) adds generate() arguments;
+    `GREEDY` is plain greedy decoding.
     """
+    decoding = DECODING if decoding is None else decoding
     model.eval()
     device = model.device
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -170,7 +181,7 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], max_new_
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=eos, pad_token_id=pad)
+                             do_sample=False, eos_token_id=eos, pad_token_id=pad, **decoding)
         for row in gen[:, width:].tolist():
             stopped = eos in row
             row = row[:row.index(eos)] if stopped else row

@@ -90,6 +90,27 @@ def bigram_bits_per_character(train_texts: list[str], eval_texts: list[str]) -> 
     return bits / n
 
 
+@torch.no_grad()
+def copy_accuracy(model, tokenizer, texts: list[str], chars: int = 30) -> dict:
+    """Can the model copy? Each text's first `chars` characters, then "。", then the same characters again.
+
+    Top-1 next-token accuracy on the first occurrence measures prediction from knowledge alone; on the
+    second, a model that looks back (induction heads, Olsson et al. 2022) predicts nearly every token.
+    Segmenting, extracting entities and starting with a given cue all need this.
+    """
+    model.eval()
+    hits = {"first": [], "second": []}
+    sep = tokenizer("。", add_special_tokens=False)["input_ids"]
+    for text in texts:
+        span = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        ids = [tokenizer.bos_token_id, *span, *sep, *span]
+        pred = model(input_ids=torch.tensor([ids], device=model.device)).logits[0].argmax(-1).tolist()
+        second = 1 + len(span) + len(sep)
+        hits["first"] += [pred[i - 1] == ids[i] for i in range(2, 1 + len(span))]
+        hits["second"] += [pred[i - 1] == ids[i] for i in range(second + 1, len(ids))]
+    return {k: sum(v) / len(v) for k, v in hits.items()}
+
+
 def take_chars(texts: list[str], max_chars: int | None) -> list[str]:
     """The first texts whose total length stays within `max_chars` (all of them when None)."""
     if max_chars is None:

@@ -108,10 +108,13 @@ def heldout_examples(cfg: dict) -> list[dict]:
     return kept
 
 
-def evaluate(model, tokenizer, examples: list[dict], cfg: dict) -> tuple[dict, list]:
-    """Task scores of greedy replies to every held-out turn, the stop rate, and the replies."""
+def evaluate(model, tokenizer, examples: list[dict], cfg: dict, decoding: dict | None = None) -> tuple[dict, list]:
+    """Task scores of greedy replies to every held-out turn, the stop rate, and the replies.
+
+    `decoding` defaults to `chat.DECODING` (greedy with repetition controls); `chat.GREEDY` is plain greedy."""
     prompts = sft_data.turn_prompts(examples)
-    replies = chat.generate_replies(model, tokenizer, prompts, max_new_tokens=cfg["max_new_tokens"])
+    replies = chat.generate_replies(model, tokenizer, prompts, max_new_tokens=cfg["max_new_tokens"],
+                                    decoding=decoding)
     texts = [text for text, _ in replies]
     scores = sft_data.score(examples, texts)
     scores["stop_rate"] = sum(stopped for _, stopped in replies) / len(replies)
