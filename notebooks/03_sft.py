@@ -280,6 +280,19 @@ for task in sft_data.TASKS[:-1]:      # the first held-out prompt of each task, 
           f"{'' if stopped else '  (no EOS within the limit)'}")
 
 # %% [markdown]
+# **Decoding is part of the recipe.** Every reply above is greedy, with the repetition controls chat
+# models are served with (`chat.DECODING`): a repetition penalty on tokens already in the context and no
+# 5-token sequence twice. Plain greedy decoding of the same model on the review prompts, side by side:
+
+# %%
+review_examples = [e for e in heldout if e["task"] == "review"]
+print(f"decoding: {chat.DECODING}")
+for name, decoding in (("plain greedy", chat.GREEDY), ("kit decoding", chat.DECODING)):
+    scores, replies = sft.evaluate(model, tokenizer, review_examples, CFG, decoding=decoding)
+    print(f"{name:<13} stop rate {scores['stop_rate']:.2f}, review judged as asked {scores['review']:.2f}; "
+          f"first reply: {replies[0][0][:40]!r}")
+
+# %% [markdown]
 # **Does the model read the instruction?** The review prompts for 正面 and 负面 differ in one character. If
 # the model used it, its first reply token would be distributed differently for the two; the total
 # variation distance between the two next-token distributions says how much (0 = it ignores the label).

@@ -155,8 +155,8 @@ def collator(tokenizer, packing: bool = False):
 # Greedy decoding with the repetition controls chat models are served with. Plain greedy decoding of a small
 # model falls into loops ("服务也不错，服务也不错，…") and never reaches EOS; `repetition_penalty` divides the
 # logit of every token already in the context (CTRL, Keskar et al. 2019) and `no_repeat_ngram_size` forbids
-# repeating any 5-token sequence. `bench/decoding.py` prints the stop rate and task scores of the same SFT
-# model under plain greedy decoding and under these settings, side by side.
+# repeating any 5-token sequence. Notebook 03 prints the stop rate and review score of the same SFT model
+# under plain greedy decoding and under these settings, side by side.
 DECODING = {"repetition_penalty": 1.15, "no_repeat_ngram_size": 5}
 GREEDY = {}  # plain greedy decoding, for comparison
 

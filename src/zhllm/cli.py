@@ -228,8 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the folder to write, e.g. models/tiny-zh-v1")
     p.add_argument("--work", help="checkpoints and phase outputs (default: <out>.work)")
     p.add_argument("--smoke", action="store_true", help="a few steps of the same program (for tests)")
-    p.add_argument("--start-from", metavar="FOLDER", help="a shipped model folder whose English, expansion and "
-                   "Chinese phases are reused: only the later phases run")
     return parser
 
 
@@ -252,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
             work = args.work or f"{args.out.rstrip('/')}.work"
             card = long_run.build(Path(args.out), Path(work), args.smoke,
-                                  command="zhllm " + " ".join(argv or sys.argv[1:]),
-                                  start=Path(args.start_from) if args.start_from else None)
+                                  command="zhllm " + " ".join(argv or sys.argv[1:]))
             print(json.dumps(card["metrics"], indent=2))
         elif args.command == "eval":
             eval_ceval(args.model, args.data, args.hub, args.split, args.fmt, args.limit, args.batch_size,

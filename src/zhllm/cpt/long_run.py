@@ -11,14 +11,13 @@ replay. Full-parameter training, not QLoRA: at 7M parameters nothing needs freez
 parameter learning buys more loss per CPU-hour than a rank-16 adapter. fp32 on CPU, bf16 on GPUs. Each phase checkpoints every few minutes and a restarted run resumes where it stopped.
 """
 import json
-import random
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from .. import base, corpora, evaluation, runtime, shipped
+from .. import base, corpora, runtime, shipped
 from .. import tokenizer as vocab
 from ..modeling import count_parameters, tiny_llama
 from .training import ListDataset, StopAt, bpc_pair, pack_documents
@@ -26,12 +25,10 @@ from .training import ListDataset, StopAt, bpc_pair, pack_documents
 SETTINGS = {
     # the same shapes as stages 00/01 (so stage 01's tokenizer is the shipped one), trained far longer
     "full": dict(english_steps=300, chinese_steps=2400, batch_size=16, block_size=256, learning_rate=3e-3,
-                 warmup_steps=40, save_steps=100, english_replay=0.1, seed=0,
-                 repeat_steps=1000, repeat_share=0.5, repeat_learning_rate=2e-3),
+                 warmup_steps=40, save_steps=100, english_replay=0.1, seed=0),
     # a few steps of the same program, for tests
     "smoke": dict(english_steps=6, chinese_steps=6, batch_size=4, block_size=64, learning_rate=3e-3,
-                  warmup_steps=2, save_steps=3, english_replay=0.1, seed=0,
-                  repeat_steps=6, repeat_share=0.5, repeat_learning_rate=3e-3),
+                  warmup_steps=2, save_steps=3, english_replay=0.1, seed=0),
 }
 EVAL_CHARS = 20_000  # held-out characters per language, as in stage 02
 
@@ -95,34 +92,6 @@ def chinese_texts(english_replay: float, seed: int) -> list[str]:
     return [mixed[i] for i in order]
 
 
-def mix_in_repeats(texts: list[str], share: float, seed: int) -> list[str]:
-    """`texts` plus repeat documents (a passage of 8-60 characters of a text, 2-4 times, one per line) making up
-    `share` of all documents, shuffled.
-
-    Why: a model learns to copy from context (induction heads) only where copying pays; news and reviews
-    rarely repeat a passage within a block, and after the Chinese phase the model predicted a repeated
-    sentence no better than it did the first time (`copy_accuracy`), so it could not segment a sentence or
-    start a review with a given cue. The passages come from the same training texts.
-    """
-    rng = random.Random(f"{seed}:repeats")
-    n = round(share * len(texts) / (1 - share))
-    repeats = []
-    for _ in range(n):
-        text = rng.choice(texts)
-        length = rng.randint(8, 60)
-        start = rng.randrange(max(1, len(text) - length))
-        repeats.append("\n".join([text[start:start + length]] * rng.randint(2, 4)))
-    mixed = texts + repeats
-    rng.shuffle(mixed)
-    return mixed
-
-
-def copy_score(model, tokenizer) -> dict:
-    """`evaluation.copy_accuracy` on the first 100 held-out People's Daily paragraphs of 40+ characters."""
-    texts = [t for t in corpora.people_daily("heldout") if len(t) >= 40][:100]
-    return evaluation.copy_accuracy(model, tokenizer, texts)
-
-
 def held_out_bpc(model, tokenizer) -> dict:
     """Held-out bits per character, Chinese and English, on stage 02's evaluation slice."""
     zh, en = bpc_pair(model, tokenizer, "tiny", EVAL_CHARS)
@@ -177,29 +146,13 @@ def run(out: Path, work: Path, cfg: dict) -> dict:
         (chinese_dir / "done").touch()
     chinese = json.loads((chinese_dir / "train.json").read_text())
 
-    # phase 4: the same text with repeated passages mixed in, so the model learns to look back and copy
-    repeat_dir = work / "repeat"
-    if not (repeat_dir / "done").exists():
-        model = AutoModelForCausalLM.from_pretrained(chinese_dir, dtype=torch.float32)
-        texts = chinese_texts(cfg["english_replay"], cfg["seed"] + 1)
-        texts = mix_in_repeats(texts, cfg["repeat_share"], cfg["seed"])
-        rows = pack_documents(tokenizer, texts, cfg["block_size"])
-        repeat_cfg = {**cfg, "learning_rate": cfg["repeat_learning_rate"]}
-        repeat = train_phase(model, rows, work / "ckpt-repeat", cfg["repeat_steps"], repeat_cfg)
-        model.save_pretrained(repeat_dir)
-        (repeat_dir / "train.json").write_text(json.dumps(repeat))
-        (repeat_dir / "done").touch()
-    repeat = json.loads((repeat_dir / "train.json").read_text())
-
     # save in bf16 and measure what was saved, so the card's numbers are the shipped files' numbers
-    final = AutoModelForCausalLM.from_pretrained(repeat_dir, dtype=torch.float32)
+    final = AutoModelForCausalLM.from_pretrained(chinese_dir, dtype=torch.float32)
     english_model = AutoModelForCausalLM.from_pretrained(english_dir, dtype=torch.float32)
     shipped.write(out, final, tokenizer, english_model, base_tok, expanded_dir / "sp.model")
     final = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32)
     english_model = AutoModelForCausalLM.from_pretrained(out / "english_base", dtype=torch.float32)
     ours, english_base = held_out_bpc(final, tokenizer), held_out_bpc(english_model, base_tok)
-    before_repeats = AutoModelForCausalLM.from_pretrained(chinese_dir, dtype=torch.float32)
-    copying = {"": copy_score(final, tokenizer), "_before_repeat_phase": copy_score(before_repeats, tokenizer)}
     tokens = lambda steps: steps * cfg["batch_size"] * cfg["block_size"]  # noqa: E731
     return {
         "params": count_parameters(final), "non_embedding_params": count_parameters(final, non_embedding=True),
@@ -209,9 +162,7 @@ def run(out: Path, work: Path, cfg: dict) -> dict:
         "chinese_tokens_per_second": chinese["tokens_per_second"],
         "zh_bpc_heldout": ours["zh_bpc"], "en_bpc_heldout": ours["en_bpc"],
         "en_bpc_heldout_english_base": english_base["en_bpc"],
-        "repeat_tokens": tokens(cfg["repeat_steps"]), "repeat_tokens_per_second": repeat["tokens_per_second"],
-        **{f"copy_top1_{which}{when}": acc for when, scores in copying.items() for which, acc in scores.items()},
-        "final_loss": repeat["losses"][-1] if repeat["losses"] else float("nan"),
+        "final_loss": chinese["losses"][-1] if chinese["losses"] else float("nan"),
         "wall_seconds": round(time.time() - started, 1),
     }
 
@@ -251,60 +202,14 @@ def _machine() -> str:
            f"{torch.get_num_threads()} torch threads"
 
 
-PHASE_FILES = {"english": ("english_base", ("config.json", "generation_config.json", "model.safetensors",
-                                            "tokenizer.json", "tokenizer_config.json")),
-               "chinese": ("model", ("config.json", "generation_config.json", "model.safetensors"))}
-
-
-def start_from(folder: Path, work: Path) -> dict:
-    """Mark phases 1-3 done in `work` with a shipped folder's files, so only later phases run; its card.
-
-    A newer shipped version can thus add a phase without repeating two hours of the older one's: the
-    card names the folder, the commit and the settings that built those phases.
-    """
-    folder, work = Path(folder), Path(work)
-    card = json.loads((folder / "card.json").read_text())
-    m = card["metrics"]
-    for phase, (part, names) in PHASE_FILES.items():
-        (work / phase).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            (work / phase / name).write_bytes((folder / part / name).read_bytes())
-    (work / "expanded" / "model").mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        (work / "expanded" / "model" / name).write_bytes((folder / "model" / name).read_bytes())
-    (work / "expanded" / "sp.model").write_bytes((folder / "model" / "sp.model").read_bytes())
-    (work / "english" / "train.json").write_text(json.dumps({"tokens_per_second": m["english_tokens_per_second"]}))
-    (work / "chinese" / "train.json").write_text(json.dumps(
-        {"tokens_per_second": m["chinese_tokens_per_second"], "unique_tokens": m["chinese_unique_tokens"]}))
-    for phase in ("english", "expanded", "chinese"):
-        (work / phase / "done").touch()
-    return card
-
-
-def build(out: Path, work: Path, smoke: bool = False, command: str = "", start: Path | None = None) -> dict:
-    """Run the program and write the shipped folder with its card; returns the card.
-
-    `start`: a shipped folder whose phases 1-3 are reused (`start_from`); its settings must match.
-    """
+def build(out: Path, work: Path, smoke: bool = False, command: str = "") -> dict:
+    """Run the program and write the shipped folder with its card; returns the card."""
     cfg = SETTINGS["smoke" if smoke else "full"]
     commit = _commit()  # the code that runs, not the code at the end of a two-hour run
-    earlier = None
-    if start:
-        earlier = start_from(start, work)
-        differ = {k for k, v in earlier["settings"].items() if cfg.get(k) != v}
-        if differ:
-            raise ValueError(f"{start} was built with other settings ({', '.join(sorted(differ))}); "
-                             "its phases cannot stand in for this program's")
-    started = time.time()
     metrics = run(out, work, cfg)
-    if earlier:  # this run's time plus the time of the phases reused
-        metrics["wall_seconds"] = round(time.time() - started + earlier["metrics"]["wall_seconds"], 1)
     card = {"name": Path(out).name, "command": command or "zhllm pretrain-tiny --out " + str(out),
             "commit": commit, "machine": _machine(), "versions": runtime.versions(),
             "settings": cfg, "data": DATA, "metrics": metrics}
-    if earlier:
-        card["phases_1_3_from"] = {"name": earlier["name"], "command": earlier["command"],
-                                   "commit": earlier["commit"], "machine": earlier["machine"]}
     card = shipped.write_card(out, card)
     shipped.write_readme(out, card)
     return card
