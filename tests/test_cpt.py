@@ -133,3 +133,32 @@ def test_bigram_line_sits_between_the_unigram_and_a_memorised_text():
     bi = evaluation.bigram_bits_per_character(train, held)
     assert 0 < bi < uni
     assert evaluation.bigram_bits_per_character(train, ["人民人民"]) < evaluation.bigram_bits_per_character(train, ["民人民人"])
+
+
+class _Copier(torch.nn.Module):
+    """A stand-in model whose next token is the one `period` positions back (it copies, and knows nothing)."""
+
+    def __init__(self, period, vocab=50):
+        super().__init__()
+        self.period, self.vocab, self.device = period, vocab, torch.device("cpu")
+
+    def forward(self, input_ids):
+        ids = input_ids[0]
+        logits = torch.zeros(1, len(ids), self.vocab)
+        for i in range(len(ids)):
+            logits[0, i, ids[i + 1 - self.period] if i + 1 >= self.period else 0] = 1.0
+        return type("Out", (), {"logits": logits})
+
+
+def test_copy_accuracy_reads_the_second_occurrence():
+    from zhllm import evaluation
+
+    class Tok:  # one token per character, "。" = 1; BOS = 2
+        bos_token_id = 2
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [1 if c == "。" else 3 + "一二三四五六七八九十".index(c) for c in text]}
+
+    texts = ["一二三四五六七八九十"]
+    assert evaluation.copy_accuracy(_Copier(11), Tok(), texts) == {"first": 0.0, "second": 1.0}
+    assert evaluation.copy_accuracy(_Copier(1), Tok(), texts)["second"] == 0.0

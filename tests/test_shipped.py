@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from zhllm import artifacts, evaluation, shipped
+from zhllm import artifacts, shipped
 from zhllm.cpt import bpc_pair, long_run
 from zhllm.errors import ConfigError, StageError
 from zhllm.modeling import tiny_llama
@@ -38,33 +38,6 @@ def test_card_bits_per_character_reproduce():
     zh, en = bpc_pair(model, AutoTokenizer.from_pretrained(model_dir), "tiny", long_run.EVAL_CHARS)
     assert zh == pytest.approx(m["zh_bpc_heldout"], abs=0.01)
     assert en == pytest.approx(m["en_bpc_heldout"], abs=0.01)
-
-
-class _Copier(torch.nn.Module):
-    """A stand-in model whose next token is the one `period` positions back (it copies, and knows nothing)."""
-
-    def __init__(self, period, vocab=50):
-        super().__init__()
-        self.period, self.vocab, self.device = period, vocab, torch.device("cpu")
-
-    def forward(self, input_ids):
-        ids = input_ids[0]
-        logits = torch.zeros(1, len(ids), self.vocab)
-        for i in range(len(ids)):
-            logits[0, i, ids[i + 1 - self.period] if i + 1 >= self.period else 0] = 1.0
-        return type("Out", (), {"logits": logits})
-
-
-def test_copy_accuracy_reads_the_second_occurrence():
-    class Tok:  # one token per character, "。" = 1; BOS = 2
-        bos_token_id = 2
-
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [1 if c == "。" else 3 + "一二三四五六七八九十".index(c) for c in text]}
-
-    texts = ["一二三四五六七八九十"]
-    assert evaluation.copy_accuracy(_Copier(11), Tok(), texts) == {"first": 0.0, "second": 1.0}
-    assert evaluation.copy_accuracy(_Copier(1), Tok(), texts)["second"] == 0.0
 
 
 def test_shipped_tokenizer_is_stage_01s_tokenizer():
