@@ -42,7 +42,7 @@ SHAPES = {
 BASELINE = dict(attn="sdpa", packing=False, checkpointing="reentrant", optim="adamw_torch", liger=False,
                 sampling="random", compile=False)
 LEVERS = {  # each is one change to the baseline
-    "packing": dict(packing=True),                       # padding-free batches, position ids restart per example
+    "packing": dict(packing=True),                       # chat.pack_rows: examples back to back, position ids restart
     "flash_attention_2": dict(attn="flash_attention_2"),
     "eager_attention": dict(attn="eager"),               # reference: what the default SDPA already saves
     "liger": dict(liger=True),                           # RMSNorm, SwiGLU, RoPE, fused linear cross-entropy
@@ -208,7 +208,8 @@ class StepClock:
 
 
 class CountingCollator:
-    """Wraps a collator and records, per batch, real tokens (attention mask, else all) and computed tokens."""
+    """Wraps a collator and records, per batch, real tokens (the attention mask's, else the examples' lengths)
+    and computed tokens (the batch's cells, padding included)."""
 
     def __init__(self, collate):
         self.collate, self.real, self.computed = collate, [], []
@@ -216,7 +217,8 @@ class CountingCollator:
     def __call__(self, rows):
         batch = self.collate(rows)
         ids = batch["input_ids"]
-        self.real.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch else ids.numel())
+        self.real.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch
+                         else sum(len(row["input_ids"]) for row in rows))
         self.computed.append(ids.numel())
         return batch
 
@@ -235,7 +237,7 @@ def training_args(config: dict, job: dict, out: str) -> dict:
 
 
 def sft_trainer(config: dict, job: dict, out: str):
-    """`transformers.Trainer` on a LoRA model with the kit's collator (padded, or padding-free with `packing`)."""
+    """`transformers.Trainer` on a LoRA model with the kit's collator (padded, or packed rows with `packing`)."""
     from datasets import Dataset
     from peft import get_peft_model
     from transformers import AutoTokenizer, Trainer, TrainingArguments

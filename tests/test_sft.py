@@ -35,6 +35,34 @@ def test_trainer_batches_keep_our_labels(policy, tmp_path):
     assert history and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
 
 
+def test_full_logits_head_gives_trl_fused_outputs(policy, tmp_path):
+    """On a CPU the kit swaps TRL's fused LM head for full logits: same loss and per-token fields on a packed batch."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from zhllm.modeling import full_logits_head
+
+    model, tokenizer, cfg = policy
+    examples, _ = sft_data.build("train", sizes={t: 2 for t in sft_data.TASKS})
+    rows, _ = chat.encode_conversations(tokenizer, [e["messages"] for e in examples], 512)
+    batch = chat.collator(tokenizer, packing=True)(rows[:6])
+    trainer = SFTTrainer(model=model, args=sft.training_args(cfg, tmp_path), train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, data_collator=chat.collator(tokenizer, True))
+    base = model.get_base_model()
+    model.eval()
+    outputs = []
+    for swap in (False, True):
+        if swap:
+            full_logits_head(trainer)
+        with torch.no_grad():
+            outputs.append(model(**batch, fused_lm_head=True))
+    fused, full = outputs
+    assert base.forward.__func__ is not type(base).forward
+    for field in ("loss", "log_probs", "entropy", "is_top1"):
+        torch.testing.assert_close(getattr(full, field), getattr(fused, field), atol=1e-4, rtol=1e-4, msg=field)
+    assert fused.label_mask.sum() > 0 and torch.equal(full.label_mask, fused.label_mask)
+
+
 def test_evaluate_scores_every_task_and_the_stop_rate(policy):
     model, tokenizer, cfg = policy
     heldout = sft.heldout_examples(cfg)

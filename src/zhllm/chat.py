@@ -8,6 +8,8 @@ The kit's base tokenizer is an English SentencePiece model with byte fallback, s
 text ("### User:") rather than new special tokens: nothing to add, no embeddings to resize, and the only
 special token the template needs is EOS, which it already has.
 """
+import functools
+
 import torch
 
 from .errors import DataError, TokenizerError
@@ -139,17 +141,50 @@ def show_labels(tokenizer, input_ids: list[int], labels: list[int]) -> str:
 
 
 def collator(tokenizer, packing: bool = False):
-    """TRL's collator for rows that already have labels; `packing=True` concatenates a batch padding-free.
+    """A collator for rows that already have labels: padded batches (TRL's), or `packing=True`: `pack_rows`.
 
-    Padding-free restarts position_ids at 0 for every example and sends no attention mask, from which
-    transformers builds a block-diagonal mask: no token attends across examples. This holds only when the
-    forward pass has no KV cache (use_cache=False, which SFTTrainer sets), as `tests/test_chat.py` shows.
+    Packed examples get position_ids that restart at 0 and no attention mask, from which transformers builds a
+    block-diagonal mask: no token attends across examples. This holds only when the forward pass has no KV
+    cache (use_cache=False, which SFTTrainer sets), as `tests/test_chat.py` shows.
     """
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         raise TokenizerError("pad token must exist and differ from EOS; call chat.ensure_pad_token first")
-    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=packing)
+    if packing:
+        return functools.partial(pack_rows, pad_token_id=tokenizer.pad_token_id)
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
+
+
+def pack_rows(examples: list[dict], pad_token_id: int) -> dict:
+    """Pack a batch's examples into rows as wide as its longest example (first fit, in order), without padding
+    between examples; only each row's end is padded (labels -100).
+
+    Why rows and not one line: without a variable-length attention kernel (flash-attention 2), attention over a
+    packed line costs its length squared, so one line of a whole batch (TRL's padding-free collator) makes a
+    CPU step slower than rows do (`python bench/cpu_step_speed.py` prints both); rows as wide as the longest
+    example cost no more attention than the plain padded batch, and carry far less padding. Each example's first label is -100, as in TRL's padding-free
+    batches: no token is trained to predict the start of the next example.
+    """
+    width = max(len(e["input_ids"]) for e in examples)
+    rows: list[list[dict]] = []
+    for example in examples:
+        row = next((r for r in rows if sum(len(e["input_ids"]) for e in r) + len(example["input_ids"]) <= width),
+                   None)
+        if row is None:
+            rows.append(row := [])
+        row.append(example)
+    ids, labels, positions = [], [], []
+    for row in rows:
+        row_ids = [t for e in row for t in e["input_ids"]]
+        row_labels = [t for e in row for t in [IGNORE, *e["labels"][1:]]]
+        pad = width - len(row_ids)
+        ids.append(row_ids + [pad_token_id] * pad)
+        labels.append(row_labels + [IGNORE] * pad)
+        # the padding continues the last example's positions: it follows that example and nothing attends to it
+        positions.append([p for e in row for p in range(len(e["input_ids"]))] +
+                         list(range(len(row[-1]["input_ids"]), len(row[-1]["input_ids"]) + pad)))
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
 
 
 # Greedy decoding with the repetition controls chat models are served with. Plain greedy decoding of a small

@@ -254,7 +254,7 @@ _CELL = {"prompt": dict(facecolor=MASKED), "reply": dict(facecolor=TRAINED), "eo
 
 def packing_and_labels(input_ids_rows: list[list[int]], labels_rows: list[list[int]],
                        tokens: list[list[str]] | None = None, eos_id: int | None = None) -> Figure:
-    """Real encoded rows as (a) a padded batch and (b) one padding-free packed sequence, with (c) its mask.
+    """Real encoded rows as (a) a padded batch and (b) packed back to back, with (c) the packed attention mask.
 
     Grey tokens are masked out of the loss (label -100), orange ones are trained, red is EOS (`eos_id`; if
     None, the last token of each trained span) and hatched cells are padding. `tokens` (strings per row)
@@ -308,7 +308,7 @@ def packing_and_labels(input_ids_rows: list[list[int]], labels_rows: list[list[i
             kind = row[c] if c < len(row) else "pad"
             cell(c, -1.3 - r, kind, f"padded:{kind}", tokens[r][c] if tokens and c < len(row) else None)
     top = -1.3 - n - 0.6
-    _text(grid, 0, top + 0.3, f"(b) padding-free: one sequence of {total} tokens (wrapped every {width}), "
+    _text(grid, 0, top + 0.3, f"(b) packed: {total} tokens back to back (drawn {width} to a row), "
           "position_ids restart per example", size=7.5, ha="left", va="bottom")
     flat = [(kind, tokens[r][c] if tokens else None) for r, row in enumerate(kinds) for c, kind in enumerate(row)]
     starts = [int(s) for s in np.cumsum(lengths[:-1])]

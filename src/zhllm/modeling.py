@@ -1,4 +1,7 @@
 """Models: the tiny Llama the kit pretrains itself, and loading a base in fp32/fp16/bf16/8-bit/4-bit."""
+import functools
+import types
+
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
@@ -73,3 +76,49 @@ def load_causal_lm(path: str, quantization=None, dtype: torch.dtype | None = Non
     if quantization is None:
         model.to(device())
     return model
+
+
+def full_logits_head(trainer) -> None:
+    """Give a TRL trainer's model (SFTTrainer, DPOTrainer) an LM head that builds the full logits, on a CPU.
+
+    TRL patches the model with a fused LM head (`trl.trainer.utils.add_fused_lm_head`) that never materialises
+    the logits: a Triton kernel on GPUs, where it saves memory, but on a CPU tiles of torch ops over every
+    position, recomputed in the backward, which cost more than the whole logits do (`python
+    bench/cpu_step_speed.py` and `--mode dpo` print seconds per step of both). Here the same call,
+    `model(..., labels=, fused_lm_head=True)`, returns the same per-token fields from the logits of the positions
+    that have a label, so the trainers' losses and logged metrics are unchanged. On CUDA this does nothing.
+    """
+    if torch.cuda.is_available():
+        return
+    from peft import PeftModel
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    model = trainer.model.get_base_model() if isinstance(trainer.model, PeftModel) else trainer.model
+    forward = type(model).forward
+
+    @functools.wraps(forward)  # keeps the signature that `generate` checks model kwargs against
+    def full_logits_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None,
+                            num_items_in_batch=None, **kwargs):
+        if not fused_lm_head:  # generation and plain calls: the model's own forward
+            given = dict(labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
+            return forward(self, *args, **kwargs, **{k: v for k, v in given.items() if v is not None})
+        logits = forward(self, *args, **{**kwargs, "use_cache": False}).logits.float()
+        if shift_labels is None:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        else:
+            labels = shift_labels
+        mask = labels != -100
+        spread = lambda values: values.new_zeros(mask.shape).masked_scatter(mask, values)  # noqa: E731
+        log_softmax = logits[mask].log_softmax(-1)  # only the positions that have a label
+        log_probs = spread(log_softmax.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1))
+        with torch.no_grad():  # the per-token statistics TRL logs
+            entropy = spread(-(log_softmax.exp() * log_softmax).sum(-1))
+            log_sum_sq_probs = spread(torch.logsumexp(2 * log_softmax, -1))
+            mean_logits = spread(logits[mask].mean(-1))
+            is_top1 = spread(logits[mask].argmax(-1) == labels[mask])
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=entropy,
+                                   log_sum_sq_probs=log_sum_sq_probs, mean_logits=mean_logits, is_top1=is_top1,
+                                   label_mask=mask)
+
+    model.forward = types.MethodType(full_logits_forward, model)

@@ -20,7 +20,7 @@ from trl import DPOConfig, DPOTrainer
 
 from .. import artifacts, chat, runtime
 from ..cpt import lora_config
-from ..modeling import count_parameters, load_causal_lm
+from ..modeling import count_parameters, full_logits_head, load_causal_lm
 from ..profiles import current, pick
 from . import preferences as preference_data
 
@@ -81,9 +81,11 @@ def make_trainer(model, tokenizer, train_rows: list[dict], eval_rows: list[dict]
     """
     runtime.seed_everything(cfg["seed"])  # LoRA's A matrices start random: same seed, same start
     args = args or training_args(cfg, output_dir, beta)
-    return DPOTrainer(model=model, args=args, processing_class=tokenizer,
-                      train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows),
-                      peft_config=lora or lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"]))
+    trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows),
+                         peft_config=lora or lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"]))
+    full_logits_head(trainer)  # on a CPU: the full logits, cheaper there than TRL's fused LM head
+    return trainer
 
 
 def parameters_in_memory(model) -> dict:

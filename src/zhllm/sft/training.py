@@ -17,7 +17,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .. import artifacts, chat, cpt, formats, runtime
 from ..ceval import kit_exam as exam
-from ..modeling import count_parameters, load_causal_lm
+from ..modeling import count_parameters, full_logits_head, load_causal_lm
 from . import tasks as sft_data
 
 # embeddings="full": the embedding and output rows train too (PEFT modules_to_save), as in Chinese-LLaMA-
@@ -162,6 +162,7 @@ def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict, a
     args = args or training_args(cfg, checkpoint_dir)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, data_collator=chat.collator(tokenizer, cfg["packing"]))
+    full_logits_head(trainer)  # on a CPU: the full logits, cheaper there than TRL's fused LM head
     found = any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)
     if save_to:
