@@ -210,9 +210,10 @@ print(f"{len(rows)} rows, {sum(lengths):,} tokens, longest {max(lengths)}")
 # %% [markdown]
 # Three of these rows batched two ways: padded to the longest (hatched cells are waste), and packed
 # back to back (`packing=True`), where position ids restart at each example and the attention mask is
-# block-diagonal, so no token attends across examples. In training, `chat.pack_rows` fills rows as wide as the
-# batch's longest example: attention costs each row's length squared, so one row per batch would cost more. Grey tokens are the prompt (label -100),
-# orange the reply, red the EOS: only orange and red are in the loss.
+# block-diagonal, so no token attends across examples. In training, `chat.pack_rows` fills rows as wide as
+# the batch's longest example: attention costs each row's length squared, so one row per batch would cost
+# more. Grey tokens are the prompt (label -100), orange the reply, red the EOS: only orange and red are in
+# the loss.
 
 # %%
 few = sorted(rows[:12], key=lambda r: len(r["input_ids"]))[:3]

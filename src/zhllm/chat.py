@@ -163,8 +163,9 @@ def pack_rows(examples: list[dict], pad_token_id: int) -> dict:
     Why rows and not one line: without a variable-length attention kernel (flash-attention 2), attention over a
     packed line costs its length squared, so one line of a whole batch (TRL's padding-free collator) makes a
     CPU step slower than rows do (`python bench/cpu_step_speed.py` prints both); rows as wide as the longest
-    example cost no more attention than the plain padded batch, and carry far less padding. Each example's first label is -100, as in TRL's padding-free
-    batches: no token is trained to predict the start of the next example.
+    example cost no more attention than the plain padded batch, and carry far less padding. Each example's
+    first label is -100, as in TRL's padding-free batches: no token is trained to predict the start of the
+    next example.
     """
     width = max(len(e["input_ids"]) for e in examples)
     rows: list[list[dict]] = []
@@ -182,8 +183,8 @@ def pack_rows(examples: list[dict], pad_token_id: int) -> dict:
         ids.append(row_ids + [pad_token_id] * pad)
         labels.append(row_labels + [IGNORE] * pad)
         # the padding continues the last example's positions: it follows that example and nothing attends to it
-        positions.append([p for e in row for p in range(len(e["input_ids"]))] +
-                         list(range(len(row[-1]["input_ids"]), len(row[-1]["input_ids"]) + pad)))
+        last = len(row[-1]["input_ids"])
+        positions.append([p for e in row for p in range(len(e["input_ids"]))] + list(range(last, last + pad)))
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
 
 

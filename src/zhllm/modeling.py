@@ -109,13 +109,14 @@ def full_logits_head(trainer) -> None:
             labels = shift_labels
         mask = labels != -100
         spread = lambda values: values.new_zeros(mask.shape).masked_scatter(mask, values)  # noqa: E731
-        log_softmax = logits[mask].log_softmax(-1)  # only the positions that have a label
-        log_probs = spread(log_softmax.gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1))
+        picked, targets = logits[mask], labels[mask]  # only the positions that have a label
+        log_softmax = picked.log_softmax(-1)
+        log_probs = spread(log_softmax.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
         with torch.no_grad():  # the per-token statistics TRL logs
             entropy = spread(-(log_softmax.exp() * log_softmax).sum(-1))
             log_sum_sq_probs = spread(torch.logsumexp(2 * log_softmax, -1))
-            mean_logits = spread(logits[mask].mean(-1))
-            is_top1 = spread(logits[mask].argmax(-1) == labels[mask])
+            mean_logits = spread(picked.mean(-1))
+            is_top1 = spread(picked.argmax(-1) == targets)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=entropy,
                                    log_sum_sq_probs=log_sum_sq_probs, mean_logits=mean_logits, is_top1=is_top1,
