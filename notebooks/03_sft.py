@@ -36,7 +36,7 @@
 #
 # **Before this:** notebook 02 (or the shipped model, which the tiny profile starts from); the idea of a loss mask.
 #
-# **Time:** tiny: about 4 min on 2 CPU cores; colab (T4): not yet timed.
+# **Time:** tiny: about 3 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -227,7 +227,10 @@ figures.packing_and_labels([r["input_ids"] for r in few], [r["labels"] for r in 
 # %%
 heldout = sft.heldout_examples(CFG)
 baseline = sft_data.score(heldout, sft_data.baseline_replies(heldout))
-before, before_replies = sft.evaluate(model, tokenizer, heldout, CFG)
+before_heldout = sft.heldout_examples(CFG, sft.before_per_task(CFG))  # the first quarter of each task
+with model.disable_adapter():  # LoRA's B starts at zero, so this is the same model, minus LoRA's matmuls
+    before, before_replies = sft.evaluate(model, tokenizer, before_heldout, CFG)
+print(f"the untrained model read on {len(before_heldout)} of the {len(heldout)} held-out examples")
 print(f"{'task':<14}{'baseline':>10}{'before':>10}")
 for task in baseline:
     print(f"{task:<14}{baseline[task]:>10.3f}{before[task]:>10.3f}")
@@ -274,10 +277,10 @@ plt.show()
 
 # %%
 prompts = sft_data.turn_prompts(heldout)
-tasks = sft_data.turn_tasks(heldout)
+tasks, before_tasks = sft_data.turn_tasks(heldout), sft_data.turn_tasks(before_heldout)
 for task in sft_data.TASKS[:-1]:      # the first held-out prompt of each task, before and after
     i = tasks.index(task)
-    (old, _), (new, stopped) = before_replies[i], after_replies[i]
+    (old, _), (new, stopped) = before_replies[before_tasks.index(task)], after_replies[i]
     print(f"[{task}] {prompts[i][-1]['content']}\n  before: {old[:70]!r}\n  after:  {new[:70]!r}"
           f"{'' if stopped else '  (no EOS within the limit)'}")
 

@@ -35,7 +35,7 @@
 #
 # **Before this:** notebook 03 (the SFT recipe the experiments reuse).
 #
-# **Time:** tiny: about 3-4 min on 2 CPU cores; colab (T4): not yet timed.
+# **Time:** tiny: about 3 min on 2 CPU cores; colab (T4): not yet timed.
 
 # %% [markdown]
 # ## Setup
@@ -245,8 +245,9 @@ plt.show()
 # %% [markdown]
 # ## 7 · Experiment 1: SFT on the selected subset vs a random subset vs the full clean set
 # Each arm trains a fresh LoRA on the CPT model with stage 03's settings for the same number of steps
-# (`sft_steps`), so every arm has the same compute: the small subsets are seen for a few epochs, the full
-# set less than once. Each is scored on stage 03's held-out tasks (`eval_per_task` per task).
+# (`sft_steps` batches of `sft_batch` rows), so every arm has the same compute: the small subsets are seen
+# more than once, the full set only in part (the cell prints each arm's passes over its data). Each is
+# scored on stage 03's held-out tasks (`eval_per_task` per task).
 #
 # **The score** `sft_score` = the mean over the five tasks of (task score − the trivial baseline's score):
 # 0 means "as good as always answering the majority label, every character a word, no entities, the cue
@@ -265,7 +266,8 @@ for name, examples in arms.items():
     scores[name], histories[name] = curation_sft.sft_arm(model_dir, examples, heldout, sft_cfg,
                                                      artifacts.checkpoint_dir("curation", PROFILE) / name)
     metrics.update(curation_sft.arm_metrics(name, scores[name], baseline))
-    print(f"{name:<9} {len(examples):>5} examples, {time.time() - arm_start:.0f} s: "
+    passes = sft_cfg["max_steps"] * sft_cfg["batch_size"] / len(examples)
+    print(f"{name:<9} {len(examples):>5} examples ({passes:.1f} passes), {time.time() - arm_start:.0f} s: "
           f"sft_score {metrics[f'sft_score_{name}']:+.3f}, reply loss {scores[name]['reply_loss']:.3f}")
 
 # %% [markdown]

@@ -92,12 +92,11 @@ def test_closed_form_allocation_is_the_minimum_on_the_isoflop():
 
 @pytest.mark.skipif(not CHINCHILLA.exists(), reason=f"Chinchilla points not found at {CHINCHILLA} "
                     "(reference data beside the repo, not shipped with it)")
-def test_epoch_refit_of_chinchilla_approach3():
+def test_chinchilla_points_load():
+    """All 240 points (the highest-loss ones dropped, as Epoch AI did); the refit itself is checked on the
+    stage's metrics in test_build_writes_the_stage_metrics (one Approach-3 fit from 4,500 starts, not two)."""
     data = scaling.load_chinchilla(CHINCHILLA)
     assert len(data["n"]) == 240
-    law, _ = scaling.fit_law(data["n"], data["d"], data["loss"])
-    for field, value in EPOCH.items():
-        assert getattr(law, field) == pytest.approx(value, rel=0.01), field
 
 
 def test_missing_chinchilla_csv_says_where_to_get_it(tmp_path):
@@ -220,3 +219,6 @@ def test_build_writes_the_stage_metrics(tmp_path):
     for key in ("sweep_a", "sweep_a_ci_low", "sweep_a_ci_high", "sweep_runs", "seconds"):
         assert key in metrics
     assert ("epoch_E" in metrics) == CHINCHILLA.exists()
+    if CHINCHILLA.exists():  # Epoch AI's refit of Chinchilla's Approach 3, reproduced
+        for field, value in EPOCH.items():
+            assert metrics[f"epoch_{field}"] == pytest.approx(value, rel=0.01), field

@@ -72,6 +72,24 @@ def test_evaluate_scores_every_task_and_the_stop_rate(policy):
     assert len(replies) == len(sft_data.turn_prompts(heldout))
 
 
+def test_before_sft_reads_the_first_quarter_of_each_task():
+    cfg = {"eval_per_task": 40}
+    full, quarter = sft.heldout_examples(cfg), sft.heldout_examples(cfg, sft.before_per_task(cfg))
+    assert sft.before_per_task(cfg) == 10 and sft.before_per_task({"eval_per_task": 2}) == 1
+    for task in sft_data.TASKS:
+        assert [e for e in quarter if e["task"] == task] == [e for e in full if e["task"] == task][:10]
+
+
+def test_an_untrained_lora_leaves_the_replies_unchanged(policy):
+    """The replies before SFT are read with the adapter disabled: the same as with the new (zero) LoRA."""
+    _, _, cfg = policy  # a fresh policy: the fixture's has been trained by the tests above
+    model, tokenizer = sft.load_policy(artifacts.ensure("base") / "model", cfg)
+    heldout = sft.heldout_examples(cfg, 1)
+    with model.disable_adapter():
+        disabled = sft.evaluate(model, tokenizer, heldout, cfg)
+    assert sft.evaluate(model, tokenizer, heldout, cfg) == disabled
+
+
 def test_metrics_are_flat_and_named_per_task():
     before = {"sentiment": 0.5, "ner": 0.1, "stop_rate": 0.0, "format_rate": 0.2}
     after = {"sentiment": 0.8, "ner": 0.3, "stop_rate": 1.0, "format_rate": 0.9}

