@@ -110,8 +110,9 @@ def heldout_examples(cfg: dict, per_task: int | None = None) -> list[dict]:
 
 
 def before_per_task(cfg: dict) -> int:
-    """Held-out examples per task for the model before SFT: a quarter. It answers none (it has never seen
-    the chat format) and writes to the token limit on each, so more would only cost time."""
+    """Held-out examples per task for the model before SFT: a quarter. It has never seen the chat format, so
+    it seldom stops or answers in a task's form and most replies run to the token limit: a quarter shows
+    that at a quarter of the cost."""
     return max(1, cfg["eval_per_task"] // 4)
 
 
