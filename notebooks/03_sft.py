@@ -227,9 +227,8 @@ figures.packing_and_labels([r["input_ids"] for r in few], [r["labels"] for r in 
 # %%
 heldout = sft.heldout_examples(CFG)
 baseline = sft_data.score(heldout, sft_data.baseline_replies(heldout))
-before_heldout = sft.heldout_examples(CFG, sft.before_per_task(CFG))  # the first quarter of each task
-with model.disable_adapter():  # LoRA's B starts at zero, so this is the same model, minus LoRA's matmuls
-    before, before_replies = sft.evaluate(model, tokenizer, before_heldout, CFG)
+# the first quarter of each task, with the new adapter disabled: its B is zero, so the model is the same
+before, before_replies, before_heldout = sft.evaluate_before_training(model, tokenizer, CFG)
 print(f"the untrained model read on {len(before_heldout)} of the {len(heldout)} held-out examples")
 print(f"{'task':<14}{'baseline':>10}{'before':>10}")
 for task in baseline:

@@ -11,6 +11,6 @@ The chat template and label masks (`zhllm.chat`) and the instruction row formats
 are in the core, because stages 04 and 07 use them too.
 """
 from . import tasks, training
-from .training import (SETTINGS, before_per_task, build, encode_examples, evaluate, heldout_examples, hub_examples,
-                       label_sensitivity, load_policy, merged_model, metrics_from, save, train, training_args,
-                       training_examples)
+from .training import (SETTINGS, before_per_task, build, encode_examples, evaluate, evaluate_before_training,
+                       heldout_examples, hub_examples, label_sensitivity, load_policy, merged_model, metrics_from,
+                       save, train, training_args, training_examples)

@@ -116,6 +116,15 @@ def before_per_task(cfg: dict) -> int:
     return max(1, cfg["eval_per_task"] // 4)
 
 
+def evaluate_before_training(model, tokenizer, cfg: dict) -> tuple[dict, list, list[dict]]:
+    """`evaluate` on the first `before_per_task` held-out examples of each task, the new adapter disabled (its
+    B is zero, so the replies are the same, without LoRA's matmuls): (scores, replies, the examples read)."""
+    examples = heldout_examples(cfg, before_per_task(cfg))
+    with model.disable_adapter():
+        scores, replies = evaluate(model, tokenizer, examples, cfg)
+    return scores, replies, examples
+
+
 def evaluate(model, tokenizer, examples: list[dict], cfg: dict, decoding: dict | None = None) -> tuple[dict, list]:
     """Task scores of greedy replies to every held-out turn, the stop rate, and the replies.
 
@@ -216,8 +225,7 @@ def build(out_dir: Path, profile: str | None = None) -> dict:
     rows, _ = encode_examples(tokenizer, train_examples, cfg["max_length"])
     heldout = heldout_examples(cfg)
     baseline = sft_data.score(heldout, sft_data.baseline_replies(heldout))
-    with model.disable_adapter():  # the new LoRA adds exactly zero: the same replies, fewer matmuls
-        before, _ = evaluate(model, tokenizer, heldout_examples(cfg, before_per_task(cfg)), cfg)
+    before, _, _ = evaluate_before_training(model, tokenizer, cfg)
     history = train(model, tokenizer, rows, artifacts.checkpoint_dir("sft", profile), cfg)
     after, _ = evaluate(model, tokenizer, heldout, cfg)
     metrics = metrics_from(before, after, baseline, len(rows))
