@@ -73,6 +73,7 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import time
+from collections import Counter
 
 import matplotlib.pyplot as plt
 
@@ -153,7 +154,9 @@ except MissingDependencyError as exc:
 
 # %% [markdown]
 # ### The kit's exam (小考)
-# A tiny model cannot answer real C-Eval questions (it would sit at chance, 25%), so stage 06 also
+# A tiny model cannot answer real C-Eval questions (it would sit at chance, 25%; so do far larger ones:
+# Chinese-LLaMA-Alpaca-2 reports 23.8 zero-shot / 26.8 five-shot on the val set for its 1.3B Chinese-Alpaca-2
+# and 28.2 / 36.0 for its 7B Chinese-LLaMA-2), so stage 06 also
 # builds an exam it *can* learn: eight subjects in C-Eval's four categories — person and place
 # names, numerals and time words, review sentiment and word segmentation, word cloze and verbs —
 # written in the official layout, with explanations in dev. Val and test come only from held-out
@@ -235,6 +238,25 @@ for stage, s in scored.items():
     low, high = avg["ci95_question_weighted"]
     verdict = "above chance" if low > exam.CHANCE else "not distinguishable from chance"
     print(f"{stage:<8} {avg['question_weighted']:.3f} (95% CI {low:.3f}-{high:.3f}): {verdict}")
+
+# %% [markdown]
+# **Which letter does each model pick?** An accuracy near 0.25 means one of two things. A model that picks
+# the same letter for every question scores that letter's share of the answers and has read nothing; a
+# model that spreads its picks over A-D and still scores 0.25 is guessing question by question. Small
+# models lean on such letter preferences (Zheng et al. 2023, "Large Language Models Are Not Robust
+# Multiple Choice Selectors"), so count the picks before reading an accuracy.
+
+# %%
+gold = Counter(r.answer for r in next(iter(scored.values()))["results"])
+print(f"{'answers':<8} " + "  ".join(f"{k} {gold[k]:>3}" for k in "ABCD"))
+for stage, s in scored.items():
+    picks = Counter(r.pred for r in s["results"])
+    top, n = picks.most_common(1)[0]
+    share = n / sum(picks.values())
+    reading = ("one letter: its accuracy is that letter's share" if share >= 0.9 else
+               "mostly one letter" if share >= 0.6 else "picks spread over the letters")
+    print(f"{stage:<8} " + "  ".join(f"{k} {picks[k]:>3}" for k in "ABCD") + f"   {share:.0%} {top} "
+          f"(always {top} scores {gold[top] / sum(gold.values()):.3f}): {reading}")
 
 # %% [markdown]
 # ### The same base model on real C-Eval, three ways
