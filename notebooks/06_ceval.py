@@ -250,13 +250,13 @@ for stage, s in scored.items():
 gold = Counter(r.answer for r in next(iter(scored.values()))["results"])
 print(f"{'answers':<8} " + "  ".join(f"{k} {gold[k]:>3}" for k in "ABCD"))
 for stage, s in scored.items():
-    picks = Counter(r.pred for r in s["results"])
+    picks, total = Counter(r.pred for r in s["results"]), len(s["results"])
     top, n = picks.most_common(1)[0]
-    share = n / sum(picks.values())
+    share = n / total
     reading = ("one letter: its accuracy is that letter's share" if share >= 0.9 else
                "mostly one letter" if share >= 0.6 else "picks spread over the letters")
     print(f"{stage:<8} " + "  ".join(f"{k} {picks[k]:>3}" for k in "ABCD") + f"   {share:.0%} {top} "
-          f"(always {top} scores {gold[top] / sum(gold.values()):.3f}): {reading}")
+          f"(always {top} scores {gold[top] / total:.3f}): {reading}")
 
 # %% [markdown]
 # ### The same base model on real C-Eval, three ways
