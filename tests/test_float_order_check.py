@@ -1,0 +1,45 @@
+"""scripts/float_order_check.py: the side-by-side table and its verdicts (the builds themselves take minutes)."""
+import importlib.util
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "float_order_check.py"
+spec = importlib.util.spec_from_file_location("float_order_check", SCRIPT)
+check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check)
+
+TWO = {"review_score_after": 0.65, "review_baseline": 0.6, "stop_rate": 0.9875, "train_examples": 4108,
+       "seconds": 177.2, "note": "text is left out"}
+ONE = {"review_score_after": 0.525, "review_baseline": 0.6, "stop_rate": 0.9875, "train_examples": 4108,
+       "seconds": 284.5, "note": "text is left out"}
+
+
+def test_a_task_score_is_read_against_its_baseline():
+    assert check.verdict(TWO, "review_score_after").strip() == "above"
+    assert check.verdict(ONE, "review_score_after").strip() == "NOT above"
+    assert check.verdict(TWO, "stop_rate") == ""
+    assert check.verdict({"ner_score_after": 0.1}, "ner_score_after") == ""  # no baseline, no verdict
+
+
+def test_the_table_marks_what_the_thread_count_changed():
+    lines = check.table("sft", {2: TWO, 1: ONE})
+    assert "[2 threads: 177 s]" in lines[0] and "[1 threads: 284 s]" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"review_score_after", "review_baseline", "stop_rate", "train_examples"}  # no times, no text
+    assert rows["review_score_after"].endswith("differs")
+    assert "0.650 above" in rows["review_score_after"] and "0.525 NOT above" in rows["review_score_after"]
+    assert not rows["stop_rate"].endswith("differs")
+
+
+def test_each_build_gets_its_own_runs_folder_and_thread_count(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run(cmd, env, check):
+        seen.append((env["ZHLLM_RUNS"], env["ZHLLM_THREADS"], env["ZHLLM_PROFILE"], env["HF_HUB_OFFLINE"]))
+        stage_dir = tmp_path / f"threads-{env['ZHLLM_THREADS']}" / "tiny" / "sft"
+        stage_dir.mkdir(parents=True)
+        (stage_dir / "metrics.json").write_text('{"stop_rate": 1.0}')
+
+    monkeypatch.setattr(check.subprocess, "run", fake_run)
+    assert check.build("sft", 1, tmp_path / "threads-1") == {"stop_rate": 1.0}
+    assert seen == [(str(tmp_path / "threads-1"), "1", "tiny", "1")]
