@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from zhllm.artifacts import STAGES
+
 BUILD = "from zhllm import artifacts; artifacts.ensure({stage!r}, 'tiny')"
 
 
@@ -56,7 +58,7 @@ def table(stage: str, runs: dict[int, dict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", default="sft")
+    parser.add_argument("--stage", default="sft", choices=STAGES)
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
