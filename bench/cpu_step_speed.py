@@ -7,8 +7,8 @@
 SFT: stage 03's tiny settings on the shipped model (`models/tiny-zh-v1`) and its training rows. DPO: stage 04's
 tiny settings on stage 03's model (built first if missing) and its preference pairs. A fresh LoRA for each run,
 same seed; the runs of a mode differ only in
-- the LM head: TRL's fused one (a Triton kernel on GPUs, tiles of torch ops on a CPU) or the full logits
-  (`modeling.full_logits_head`, which the kit applies on a CPU);
+- the LM head: TRL's fused one (a Triton kernel on GPUs, tiles of torch ops on a CPU) or the logits of the labelled
+  positions only (`modeling.labelled_logits_head`, which the kit applies on a CPU);
 - SFT packing: TRL's padding-free collator (the whole batch in one line) or `chat.pack_rows` (rows as wide as
   the batch's longest example).
 Rounds repeat every arm in the same order, so a machine that slows down slows all of them. Prints each run, the
@@ -26,15 +26,15 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from zhllm import artifacts, chat, cpt, dpo, runtime, sft
 from zhllm.dpo import preferences
-from zhllm.modeling import full_logits_head
+from zhllm.modeling import labelled_logits_head
 
-ARMS = {  # mode: {name: (full logits, packing by chat.pack_rows)}
+ARMS = {  # mode: {name: (labelled logits, packing by chat.pack_rows)}
     "sft": {"TRL defaults: fused LM head, one padding-free line": (False, False),
             "fused LM head, packed rows": (False, True),
-            "full logits, one padding-free line": (True, False),
-            "kit on CPU: full logits, packed rows": (True, True)},
+            "labelled logits, one padding-free line": (True, False),
+            "kit on CPU: labelled logits, packed rows": (True, True)},
     "dpo": {"TRL defaults: fused LM head": (False, None),
-            "kit on CPU: full logits": (True, None)},
+            "kit on CPU: labelled logits": (True, None)},
 }
 
 
@@ -61,12 +61,12 @@ def dpo_trainer(steps: int, out: str, cache: dict):
                       peft_config=cpt.lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"]))
 
 
-def run(mode: str, full_logits: bool, rows_packed: bool, steps: int, cache: dict) -> tuple[float, float]:
+def run(mode: str, labelled_logits: bool, rows_packed: bool, steps: int, cache: dict) -> tuple[float, float]:
     """Seconds per step and the last logged loss of `steps` steps of one arm."""
     with tempfile.TemporaryDirectory() as tmp:
         trainer = sft_trainer(rows_packed, steps, tmp, cache) if mode == "sft" else dpo_trainer(steps, tmp, cache)
-        if full_logits:
-            full_logits_head(trainer)
+        if labelled_logits:
+            labelled_logits_head(trainer)
         start = time.perf_counter()
         trainer.train()
         seconds = (time.perf_counter() - start) / steps
@@ -83,8 +83,8 @@ def main() -> None:
     arms = ARMS[args.mode]
     times, losses, cache = {name: [] for name in arms}, {}, {}
     for round_ in range(args.rounds):
-        for name, (full, packed) in arms.items():
-            seconds, losses[name] = run(args.mode, full, packed, args.steps, cache)
+        for name, (labelled, packed) in arms.items():
+            seconds, losses[name] = run(args.mode, labelled, packed, args.steps, cache)
             times[name].append(seconds)
             print(f"round {round_ + 1}: {name}: {seconds:.3f} s/step, last loss {losses[name]:.4f}", flush=True)
     reference = statistics.median(times[next(iter(arms))])

@@ -247,7 +247,7 @@ plt.show()
 # Each arm trains a fresh LoRA on the CPT model with stage 03's settings for the same number of steps
 # (`sft_steps` batches of `sft_batch` rows), so every arm has the same compute: the small subsets are seen
 # more than once, the full set only in part (the cell prints each arm's passes over its data). Each is
-# scored on stage 03's held-out tasks (`eval_per_task` per task).
+# scored on stage 03's held-out tasks (up to `eval_per_task` per task: in tiny, every held-out example).
 #
 # **The score** `sft_score` = the mean over the five tasks of (task score − the trivial baseline's score):
 # 0 means "as good as always answering the majority label, every character a word, no entities, the cue
@@ -316,9 +316,10 @@ artifacts.clear_checkpoints("curation", PROFILE)
 
 # %% [markdown]
 # ## Reading the numbers
-# The differences that matter, printed from this run. With `eval_per_task` held-out examples per task, one
-# answer moves a task score by 1/`eval_per_task` and `sft_score` by a fifth of that, so a difference of a
-# few hundredths is a handful of answers; the reply loss averages over every reply token and is steadier.
+# The differences that matter, printed from this run. With n held-out examples of a task, one answer moves
+# its score by 1/n and `sft_score` by a fifth of that (n = 100, 200 for sentiment, in tiny: at most 0.002 of
+# `sft_score` per answer), so a difference of a few hundredths is a handful of answers; the reply loss
+# averages over every reply token and is steadier.
 
 # %%
 for a, b in [("selected", "random"), ("full", "selected"), ("mixed", "random")]:
@@ -357,7 +358,7 @@ print(f"raw text mixed in (Panda) vs instructions alone: sft_score "
 # (slash-separated segmentation answers, for instance: CCNet's Wikipedia-trained filter has the same bias).
 # Diversity selection covers the pool better by construction; whether that buys held-out score at equal
 # compute is what the selected-vs-random line measures. A difference of a few hundredths in `sft_score` is a
-# handful of answers (one answer moves a task score by 1/`eval_per_task`).
+# handful of answers (one answer moves a task score by 1/n, n its held-out examples).
 
 # %% [markdown]
 # ## Check

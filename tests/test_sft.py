@@ -35,12 +35,12 @@ def test_trainer_batches_keep_our_labels(policy, tmp_path):
     assert history and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
 
 
-def test_full_logits_head_gives_trl_fused_outputs(policy, tmp_path):
+def test_labelled_logits_head_gives_trl_fused_outputs(policy, tmp_path):
     """On a CPU the kit swaps TRL's fused LM head for full logits: same loss and per-token fields on a packed batch."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from zhllm.modeling import full_logits_head
+    from zhllm.modeling import labelled_logits_head
 
     model, tokenizer, cfg = policy
     examples, _ = sft_data.build("train", sizes={t: 2 for t in sft_data.TASKS})
@@ -53,7 +53,7 @@ def test_full_logits_head_gives_trl_fused_outputs(policy, tmp_path):
     outputs = []
     for swap in (False, True):
         if swap:
-            full_logits_head(trainer)
+            labelled_logits_head(trainer)
         with torch.no_grad():
             outputs.append(model(**batch, fused_lm_head=True))
     fused, full = outputs
@@ -70,6 +70,13 @@ def test_evaluate_scores_every_task_and_the_stop_rate(policy):
     scores, replies = sft.evaluate(model, tokenizer, heldout, cfg)
     assert set(sft_data.TASKS) <= set(scores) and 0.0 <= scores["stop_rate"] <= 1.0
     assert len(replies) == len(sft_data.turn_prompts(heldout))
+
+
+def test_tiny_scores_every_heldout_example():
+    """The tiny readings are on the whole held-out set, not on a slice whose luck another CPU would not share."""
+    every, _ = sft_data.build("heldout")
+    assert sft.heldout_examples(sft.SETTINGS["tiny"]) == every
+    assert max(sft_data.SIZES["heldout"].values()) <= sft.SETTINGS["tiny"]["eval_per_task"]
 
 
 def test_before_sft_reads_the_first_quarter_of_each_task():

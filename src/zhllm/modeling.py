@@ -78,15 +78,17 @@ def load_causal_lm(path: str, quantization=None, dtype: torch.dtype | None = Non
     return model
 
 
-def full_logits_head(trainer) -> None:
-    """Give a TRL trainer's model (SFTTrainer, DPOTrainer) an LM head that builds the full logits, on a CPU.
+def labelled_logits_head(trainer) -> None:
+    """Give a TRL trainer's model (SFTTrainer, DPOTrainer) an LM head that builds the logits of the labelled
+    positions only, on a CPU.
 
     TRL patches the model with a fused LM head (`trl.trainer.utils.add_fused_lm_head`) that never materialises
     the logits: a Triton kernel on GPUs, where it saves memory, but on a CPU tiles of torch ops over every
-    position, recomputed in the backward, which cost more than the whole logits do (`python
-    bench/cpu_step_speed.py` and `--mode dpo` print seconds per step of both). Here the same call,
-    `model(..., labels=, fused_lm_head=True)`, returns the same per-token fields from the logits of the positions
-    that have a label, so the trainers' losses and logged metrics are unchanged. On CUDA this does nothing.
+    position, recomputed in the backward, which cost more than the logits do (`python bench/cpu_step_speed.py`
+    and `--mode dpo` print seconds per step of both). Here the same call, `model(..., labels=,
+    fused_lm_head=True)`, runs the decoder, then the output layer on the positions that have a label (the
+    prompt's positions have none and need no logits), and returns the same per-token fields, so the trainers'
+    losses and logged metrics are unchanged up to floating-point order. On CUDA this does nothing.
     """
     if torch.cuda.is_available():
         return
@@ -97,19 +99,21 @@ def full_logits_head(trainer) -> None:
     forward = type(model).forward
 
     @functools.wraps(forward)  # keeps the signature that `generate` checks model kwargs against
-    def full_logits_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None,
+    def labelled_logits_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None,
                             num_items_in_batch=None, **kwargs):
         if not fused_lm_head:  # generation and plain calls: the model's own forward
             given = dict(labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
             return forward(self, *args, **kwargs, **{k: v for k, v in given.items() if v is not None})
-        logits = forward(self, *args, **{**kwargs, "use_cache": False}).logits.float()
+        kwargs.pop("logits_to_keep", None)
+        hidden = self.get_decoder()(*args, **{**kwargs, "use_cache": False}).last_hidden_state
         if shift_labels is None:
-            logits, labels = logits[:, :-1], labels[:, 1:]
+            hidden, labels = hidden[:, :-1], labels[:, 1:]
         else:
             labels = shift_labels
         mask = labels != -100
         spread = lambda values: values.new_zeros(mask.shape).masked_scatter(mask, values)  # noqa: E731
-        picked, targets = logits[mask], labels[mask]  # only the positions that have a label
+        # the output layer (7,104 x 256 in tiny) runs on the labelled positions only, not on the prompts
+        picked, targets = self.get_output_embeddings()(hidden[mask]).float(), labels[mask]
         log_softmax = picked.log_softmax(-1)
         log_probs = spread(log_softmax.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
         with torch.no_grad():  # the per-token statistics TRL logs
@@ -122,4 +126,4 @@ def full_logits_head(trainer) -> None:
                                    log_sum_sq_probs=log_sum_sq_probs, mean_logits=mean_logits, is_top1=is_top1,
                                    label_mask=mask)
 
-    model.forward = types.MethodType(full_logits_forward, model)
+    model.forward = types.MethodType(labelled_logits_forward, model)
