@@ -160,6 +160,18 @@ def test_format_rate_counts_replies_in_their_tasks_form(heldout):
         sft_data.format_rate(examples, gold[:-1])
 
 
+def test_a_bare_label_is_not_a_review(heldout):
+    """Answering a review prompt with the sentiment task's label scores nothing, whatever the judge says of it."""
+    examples, _ = heldout
+    reviews = [ex for ex in examples if ex["task"] == "review"]
+    asked = [ex["references"][0] for ex in reviews]
+    gold = sft_data.gold_replies(reviews)
+    assert sft_data.score(reviews, asked)["review"] == 0.0  # the asked label itself, word for word
+    assert sft_data.score(reviews, [a + "。" for a in asked])["review"] == 0.0
+    assert sft_data.format_rate(reviews, asked) == 0.0 and sft_data.format_rate(reviews, gold) == 1.0
+    assert sft_data.score(reviews, gold)["review"] > 0.5  # real reviews of the asked sentiment still pass the judge
+
+
 def test_hub_set_smaller_than_asked_is_an_error(monkeypatch):
     """`train[:N]` of a smaller set silently returns fewer rows; the stage must say so instead."""
     from zhllm.sft import training

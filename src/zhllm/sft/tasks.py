@@ -6,8 +6,8 @@ Tasks (prompts in Chinese, examples short so a tiny model can learn them in a mi
 - `sentiment` (情感分类): a short review (products, hotels, books) -> 正面 / 负面; accuracy.
 - `review` (生成): write a 正面/负面 review that starts with two given characters, a cue that opens
   positive and negative reviews alike (房间, 价格, 屏幕); scored by an independent judge (SnowNLP's own
-  review classifier) agreeing with the sentiment asked for. `char_f1` (character ROUGE-1 against the
-  real review the cue came from) is there to show as well.
+  review classifier) agreeing with the sentiment asked for (a bare 正面 / 负面 is no review and scores
+  nothing). `char_f1` (character ROUGE-1 against the real review the cue came from) is there to show as well.
 - `multiturn`: two turns chained on one text: segment a clause, then extract its entities; or classify a
   review, then write one with the same / the opposite sentiment, which is said only in the first answer.
 
@@ -310,11 +310,21 @@ def judge(texts: list[str]) -> list[str | None]:
     return verdicts
 
 
+def is_label(reply: str) -> bool:
+    """A reply that is only a sentiment label (the sentiment task's answer), not a review."""
+    return reply.strip().rstrip("。") in LABELS.values()
+
+
 def judged_accuracy(predictions: list[str], references: list[str]) -> float:
-    """Share of generated reviews whose sentiment, as judged by `judge`, is the one asked for."""
+    """Share of generated reviews whose sentiment, as judged by `judge`, is the one asked for.
+
+    A bare label (正面 / 负面) answers the sentiment task, not the review asked for, and scores nothing: the
+    judge would otherwise read the label word itself and agree with it half the time or more.
+    """
     if len(predictions) != len(references):
         raise ValueError("one prediction per reference")
-    return sum(v == r for v, r in zip(judge(predictions), references)) / len(references)
+    verdicts = judge(predictions)
+    return sum(v == r and not is_label(p) for p, v, r in zip(predictions, verdicts, references)) / len(references)
 
 
 def char_f1(predictions: list[str], references: list[str]) -> float:
@@ -351,7 +361,7 @@ FORMS = {  # what a reply of each task looks like, whatever its content
     "segmentation": re.compile(r"[^/\s]+(/[^/\s]+)+"),
     "ner": re.compile(r"人名：[^；\n]+；地名：[^；\n]+；机构名：[^；\n]+"),
     "sentiment": re.compile(r"正面|负面"),
-    "review": re.compile(r"[^/\n]*[\u4e00-\u9fff][^/\n]*"),
+    "review": re.compile(r"(?!(?:正面|负面)。?$)[^/\n]*[\u4e00-\u9fff][^/\n]*"),  # not a bare label
 }
 
 
