@@ -36,7 +36,7 @@ def test_trainer_batches_keep_our_labels(policy, tmp_path):
 
 
 def test_labelled_logits_head_gives_trl_fused_outputs(policy, tmp_path):
-    """On a CPU the kit swaps TRL's fused LM head for full logits: same loss and per-token fields on a packed batch."""
+    """On a CPU the kit swaps TRL's fused LM head for the labelled positions' logits: same loss and per-token fields."""
     from datasets import Dataset
     from trl import SFTTrainer
 

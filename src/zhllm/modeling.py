@@ -100,7 +100,7 @@ def labelled_logits_head(trainer) -> None:
 
     @functools.wraps(forward)  # keeps the signature that `generate` checks model kwargs against
     def labelled_logits_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None,
-                            num_items_in_batch=None, **kwargs):
+                                num_items_in_batch=None, **kwargs):
         if not fused_lm_head:  # generation and plain calls: the model's own forward
             given = dict(labels=labels, shift_labels=shift_labels, num_items_in_batch=num_items_in_batch)
             return forward(self, *args, **kwargs, **{k: v for k, v in given.items() if v is not None})

@@ -84,7 +84,7 @@ def make_trainer(model, tokenizer, train_rows: list[dict], eval_rows: list[dict]
     trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows),
                          peft_config=lora or lora_config(cfg["lora_r"], cfg["lora_alpha"], cfg["embeddings"]))
-    labelled_logits_head(trainer)  # on a CPU: logits of the labelled positions, cheaper there than TRL's fused LM head
+    labelled_logits_head(trainer)  # on a CPU: cheaper there than TRL's fused LM head
     return trainer
 
 

@@ -182,7 +182,7 @@ def train(model, tokenizer, rows: list[dict], checkpoint_dir: Path, cfg: dict, a
     args = args or training_args(cfg, checkpoint_dir)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, data_collator=chat.collator(tokenizer, cfg["packing"]))
-    labelled_logits_head(trainer)  # on a CPU: logits of the labelled positions, cheaper there than TRL's fused LM head
+    labelled_logits_head(trainer)  # on a CPU: cheaper there than TRL's fused LM head
     found = any(Path(args.output_dir).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if found else None)
     if save_to:
