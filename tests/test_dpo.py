@@ -190,7 +190,7 @@ def test_sampling_is_reproducible_and_the_judge_reads_sentiment(tokenizer):
     prompts = [[{"role": "user", "content": preference_data.prompt_text("房间")}]] * 3
     first = dpo.sample_replies(model, tokenizer, prompts, max_new_tokens=8, seed=1)
     assert first == dpo.sample_replies(model, tokenizer, prompts, max_new_tokens=8, seed=1)
-    scores = dpo.judge(["这本书非常好看，强烈推荐！", "质量太差了，非常失望。", ""])
-    assert scores[0] > 0.5 > scores[1] and scores[2] == 0.0
-    assert dpo.positive_rate(scores) == pytest.approx(1 / 3)
+    scores = dpo.judge(["这本书非常好看，强烈推荐！", "质量太差了，非常失望。", "", "正面。"])
+    assert scores[0] > 0.5 > scores[1] and scores[2] == 0.0 and scores[3] == 0.0  # a bare label is no review
+    assert dpo.positive_rate(scores) == pytest.approx(1 / 4)
     assert dpo.mean_length(["ab", "abcd"]) == 3

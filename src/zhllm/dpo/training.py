@@ -22,6 +22,7 @@ from .. import artifacts, chat, runtime
 from ..cpt import lora_config
 from ..modeling import count_parameters, labelled_logits_head, load_causal_lm
 from ..profiles import current, pick
+from ..sft import tasks as sft_data
 from . import preferences as preference_data
 
 SETTINGS = {
@@ -166,10 +167,14 @@ def lexical_baseline(train_rows: list[dict], heldout: list[dict]) -> float:
 
 
 def judge(texts: list[str]) -> list[float]:
-    """snownlp's sentiment probability of each text (> 0.5 = positive); an empty reply scores 0."""
+    """snownlp's sentiment probability of each text (> 0.5 = positive).
+
+    An empty reply scores 0, and so does a bare 正面 / 负面: it is the sentiment task's label, not the review
+    asked for, and snownlp would read the word 正面 as a positive review.
+    """
     from snownlp import SnowNLP
 
-    return [SnowNLP(t).sentiments if t else 0.0 for t in texts]
+    return [SnowNLP(t).sentiments if t and not sft_data.is_label(t) else 0.0 for t in texts]
 
 
 def positive_rate(scores: list[float]) -> float:
