@@ -24,7 +24,7 @@ from .training import ListDataset, StopAt, bpc_pair, pack_documents
 
 SETTINGS = {
     # the same shapes as stages 00/01 (so stage 01's tokenizer is the shipped one), trained far longer
-    "full": dict(english_steps=300, chinese_steps=5000, batch_size=16, block_size=256, learning_rate=3e-3,
+    "full": dict(english_steps=300, chinese_steps=2400, batch_size=16, block_size=256, learning_rate=3e-3,
                  warmup_steps=40, save_steps=100, english_replay=0.1, seed=0),
     # a few steps of the same program, for tests
     "smoke": dict(english_steps=6, chinese_steps=6, batch_size=4, block_size=64, learning_rate=3e-3,
