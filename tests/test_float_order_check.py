@@ -1,5 +1,8 @@
 """scripts/float_order_check.py: the side-by-side table and its verdicts (the builds themselves take minutes)."""
+import importlib
 import importlib.util
+import types
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -22,8 +25,9 @@ def test_a_task_score_is_read_against_its_baseline():
 
 
 def test_the_table_marks_what_the_thread_count_changed():
-    lines = check.table("sft", {2: TWO, 1: ONE})
+    lines = check.table("sft", {"2 threads": TWO, "1 threads": ONE})
     assert "[2 threads: 177 s]" in lines[0] and "[1 threads: 284 s]" in lines[0]
+    assert lines[1].split() == ["metric", "2", "threads", "1", "threads"]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == {"review_score_after", "review_baseline", "stop_rate", "train_examples"}  # no times, no text
     assert rows["review_score_after"].endswith("differs")
@@ -43,3 +47,23 @@ def test_each_build_gets_its_own_runs_folder_and_thread_count(tmp_path, monkeypa
     monkeypatch.setattr(check.subprocess, "run", fake_run)
     assert check.build("sft", 1, tmp_path / "threads-1") == {"stop_rate": 1.0}
     assert seen == [(str(tmp_path / "threads-1"), "1", "tiny", "1")]
+
+
+def test_a_seed_build_replaces_only_the_stage_seed(tmp_path, monkeypatch):
+    codes = []
+
+    def fake_run(cmd, env, check):
+        codes.append(cmd[-1])
+        stage_dir = Path(env["ZHLLM_RUNS"]) / "tiny" / "dpo"
+        stage_dir.mkdir(parents=True)
+        (stage_dir / "metrics.json").write_text('{"reward_accuracy_heldout": 0.7}')
+
+    monkeypatch.setattr(check.subprocess, "run", fake_run)
+    check.build("dpo", 2, tmp_path / "seed-3", seed=3)
+    check.build("dpo", 2, tmp_path / "plain")
+    imported = []  # run the seed part of the generated code against a stand-in stage module
+    module = types.SimpleNamespace(SETTINGS={"tiny": {"seed": 0, "beta": 0.5}})
+    monkeypatch.setattr(importlib, "import_module", lambda name: imported.append(name) or module)
+    exec(codes[0].split("from zhllm import artifacts")[0], {})
+    assert imported == ["zhllm.dpo"] and module.SETTINGS["tiny"] == {"seed": 3, "beta": 0.5}
+    assert codes[1] == check.BUILD.format(stage="dpo")  # without a seed, the stage's own
