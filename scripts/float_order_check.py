@@ -9,8 +9,8 @@ With another thread count the matrix products sum in another order, so the weigh
 bits after the first step and, a few hundred steps later, the model is a different sample of the same
 recipe: what another CPU would train. Another seed (`--seeds`: the stage's `SETTINGS["tiny"]["seed"]`, which
 draws its LoRA initialisation and the order of its rows, and for stage 04 which review pairs it trains on and
-holds out) is a larger change of the same kind: the spread a student who changes only the seed would see. A reading that holds in one column and not in another
-was chance.
+holds out) is a larger change of the same kind: the spread a student who changes only the seed would see.
+A reading that holds in one column and not in another was chance.
 Each build runs offline, tiny profile, in a fresh process with its own temporary runs folder; a stage's
 inputs (stage 03 for `dpo`) are built there too, with the same thread count.
 """

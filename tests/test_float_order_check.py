@@ -35,32 +35,32 @@ def test_the_table_marks_what_the_thread_count_changed():
     assert not rows["stop_rate"].endswith("differs")
 
 
-def test_each_build_gets_its_own_runs_folder_and_thread_count(tmp_path, monkeypatch):
-    seen = []
+def fake_builds(monkeypatch, stage: str, metrics: str) -> list[tuple[str, dict]]:
+    """Replace the build process: each call writes `metrics` where the stage would; returns (code, env) per call."""
+    calls = []
 
     def fake_run(cmd, env, check):
-        seen.append((env["ZHLLM_RUNS"], env["ZHLLM_THREADS"], env["ZHLLM_PROFILE"], env["HF_HUB_OFFLINE"]))
-        stage_dir = tmp_path / f"threads-{env['ZHLLM_THREADS']}" / "tiny" / "sft"
+        calls.append((cmd[-1], env))
+        stage_dir = Path(env["ZHLLM_RUNS"]) / "tiny" / stage
         stage_dir.mkdir(parents=True)
-        (stage_dir / "metrics.json").write_text('{"stop_rate": 1.0}')
+        (stage_dir / "metrics.json").write_text(metrics)
 
     monkeypatch.setattr(check.subprocess, "run", fake_run)
+    return calls
+
+
+def test_each_build_gets_its_own_runs_folder_and_thread_count(tmp_path, monkeypatch):
+    calls = fake_builds(monkeypatch, "sft", '{"stop_rate": 1.0}')
     assert check.build("sft", 1, tmp_path / "threads-1") == {"stop_rate": 1.0}
+    seen = [(env["ZHLLM_RUNS"], env["ZHLLM_THREADS"], env["ZHLLM_PROFILE"], env["HF_HUB_OFFLINE"]) for _, env in calls]
     assert seen == [(str(tmp_path / "threads-1"), "1", "tiny", "1")]
 
 
 def test_a_seed_build_replaces_only_the_stage_seed(tmp_path, monkeypatch):
-    codes = []
-
-    def fake_run(cmd, env, check):
-        codes.append(cmd[-1])
-        stage_dir = Path(env["ZHLLM_RUNS"]) / "tiny" / "dpo"
-        stage_dir.mkdir(parents=True)
-        (stage_dir / "metrics.json").write_text('{"reward_accuracy_heldout": 0.7}')
-
-    monkeypatch.setattr(check.subprocess, "run", fake_run)
+    calls = fake_builds(monkeypatch, "dpo", '{"reward_accuracy_heldout": 0.7}')
     check.build("dpo", 2, tmp_path / "seed-3", seed=3)
     check.build("dpo", 2, tmp_path / "plain")
+    codes = [code for code, _ in calls]
     imported = []  # run the seed part of the generated code against a stand-in stage module
     module = types.SimpleNamespace(SETTINGS={"tiny": {"seed": 0, "beta": 0.5}})
     monkeypatch.setattr(importlib, "import_module", lambda name: imported.append(name) or module)
