@@ -75,3 +75,30 @@ def test_eval_refuses_bad_arguments_before_scoring(args, message, tmp_path, monk
     for model in (["--model", str(tmp_path)], []):
         assert cli.main(["eval", "ceval", *model, *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def readme_commands() -> list[list[str]]:
+    """Every `zhllm ...` line of the README's shell blocks (continuations joined, comments and VAR=x dropped)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words.pop(0)
+            if words[:1] == ["zhllm"]:
+                commands.append(words[1:])
+    return commands
+
+
+def test_every_readme_command_parses():
+    commands = readme_commands()
+    assert ["pretrain-tiny", "--out", "models/tiny-zh-v1"] in commands and len(commands) >= 8
+    parser = cli.build_parser()
+    for argv in commands:
+        args, extra = parser.parse_known_args(argv)  # argparse exits on an unknown command or bad value
+        assert not extra or args.command == "train", f"README: zhllm {' '.join(argv)}: unknown {extra}"

@@ -120,3 +120,39 @@ def test_program_builds_a_verified_shipped_folder(tmp_path, monkeypatch):
     assert card["metrics"]["params"] > card["metrics"]["non_embedding_params"] > 0
     again = long_run.build(out, tmp_path / "work", smoke=True)  # phases done: nothing retrains
     assert again["metrics"]["zh_bpc_heldout"] == card["metrics"]["zh_bpc_heldout"]
+    with pytest.raises(ConfigError, match=r"work.*other settings.*another --work"):
+        long_run.build(out, tmp_path / "work", smoke=True, chinese_steps=7)  # not a mix of two runs' phases
+
+
+@pytest.mark.slow
+def test_program_builds_the_shape_it_is_given(tmp_path):
+    """`--hidden-size/--num-layers/--num-heads/--chinese-steps`: the model and the card follow them."""
+    card = long_run.build(tmp_path / "out", tmp_path / "work", smoke=True, hidden_size=32, num_layers=1,
+                          num_heads=2, chinese_steps=4)
+    config = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (32, 1, 2)
+    assert card["settings"]["chinese_steps"] == 4 and card["metrics"]["chinese_tokens"] == 4 * 4 * 64
+
+
+def test_settings_change_only_what_pretrain_tiny_can_change():
+    assert long_run.settings(hidden_size=None) == long_run.SETTINGS["full"], "None keeps the default"
+    assert long_run.settings(True, num_layers=2)["num_layers"] == 2
+    with pytest.raises(ConfigError, match="cannot change.*block_size"):
+        long_run.settings(block_size=128)
+    with pytest.raises(ConfigError, match="hidden_size 100 is not a multiple of num_heads 3"):
+        long_run.settings(hidden_size=100, num_heads=3)
+
+
+def test_cli_passes_every_scalable_setting(monkeypatch, tmp_path):
+    from zhllm import cli
+
+    seen = {}
+    monkeypatch.setattr(long_run, "build", lambda out, work, smoke, command, **changes: seen.update(
+        changes, command=command) or {"metrics": {}})
+    args = ["pretrain-tiny", "--out", str(tmp_path / "m"), "--hidden-size", "512", "--num-layers", "8",
+            "--num-heads", "8", "--batch-size", "64", "--english-steps", "200", "--chinese-steps", "1200",
+            "--learning-rate", "1.5e-3"]
+    assert cli.main(args) == 0
+    assert set(seen) - {"command"} == set(long_run.SCALABLE), "one option per scalable setting"
+    assert (seen["hidden_size"], seen["chinese_steps"], seen["learning_rate"]) == (512, 1200, 1.5e-3)
+    assert seen["command"] == "zhllm " + " ".join(args), "the card records the exact command"

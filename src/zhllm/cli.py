@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the folder to write, e.g. models/tiny-zh-v1")
     p.add_argument("--work", help="checkpoints and phase outputs (default: <out>.work)")
     p.add_argument("--smoke", action="store_true", help="a few steps of the same program (for tests)")
+    for key in ("hidden_size", "num_layers", "num_heads", "batch_size", "english_steps", "chinese_steps"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, help=f"{key} (default: the shipped model's)")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate (default: the shipped model's)")
     return parser
 
 
@@ -249,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             from .cpt import long_run
 
             work = args.work or f"{args.out.rstrip('/')}.work"
+            changes = {key: getattr(args, key) for key in long_run.SCALABLE}
             card = long_run.build(Path(args.out), Path(work), args.smoke,
-                                  command="zhllm " + " ".join(argv or sys.argv[1:]))
+                                  command="zhllm " + " ".join(argv or sys.argv[1:]), **changes)
             print(json.dumps(card["metrics"], indent=2))
         elif args.command == "eval":
             eval_ceval(args.model, args.data, args.hub, args.split, args.fmt, args.limit, args.batch_size,

@@ -1,6 +1,8 @@
 """The kit's shipped tiny Chinese model: stages 00 -> 01 -> 02 scaled up, resumable, on 2 CPU cores.
 
     zhllm pretrain-tiny --out models/tiny-zh-v1        (about 1-2 hours on 2 cores; --smoke for a minute)
+    zhllm pretrain-tiny --out big/tiny-zh-v1 --hidden-size 512 --num-layers 8 --num-heads 8 --batch-size 64
+                                                       (a larger model, e.g. on a GPU; see SCALABLE)
 
 A notebook has minutes; a model that reads Chinese needs tens of millions of tokens. So, like
 LLMs-from-scratch loading released weights and Chinese-LLaMA-2 users starting from a released CPT
@@ -19,17 +21,22 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from .. import base, corpora, runtime, shipped
 from .. import tokenizer as vocab
+from ..errors import ConfigError
 from ..modeling import count_parameters, tiny_llama
 from .training import ListDataset, StopAt, bpc_pair, pack_documents
 
+_SHAPE = {key: base.SETTINGS["tiny"][key] for key in ("hidden_size", "num_layers", "num_heads")}
 SETTINGS = {
     # the same shapes as stages 00/01 (so stage 01's tokenizer is the shipped one), trained far longer
-    "full": dict(english_steps=300, chinese_steps=2400, batch_size=16, block_size=256, learning_rate=3e-3,
-                 warmup_steps=40, save_steps=100, english_replay=0.1, seed=0),
+    "full": dict(**_SHAPE, english_steps=300, chinese_steps=2400, batch_size=16, block_size=256,
+                 learning_rate=3e-3, warmup_steps=40, save_steps=100, english_replay=0.1, seed=0),
     # a few steps of the same program, for tests
-    "smoke": dict(english_steps=6, chinese_steps=6, batch_size=4, block_size=64, learning_rate=3e-3,
+    "smoke": dict(**_SHAPE, english_steps=6, chinese_steps=6, batch_size=4, block_size=64, learning_rate=3e-3,
                   warmup_steps=2, save_steps=3, english_replay=0.1, seed=0),
 }
+# what `zhllm pretrain-tiny` lets you change: a larger model or longer phases, e.g. on a GPU
+SCALABLE = ("hidden_size", "num_layers", "num_heads", "batch_size", "english_steps", "chinese_steps",
+            "learning_rate")
 EVAL_CHARS = 20_000  # held-out characters per language, as in stage 02
 
 
@@ -98,21 +105,43 @@ def held_out_bpc(model, tokenizer) -> dict:
     return {"zh_bpc": zh, "en_bpc": en}
 
 
+def same_settings(work: Path, cfg: dict) -> None:
+    """Record `cfg` in `work/settings.json`; a work folder started with other settings is an error, not a
+    silent mix of two runs' phases."""
+    stamp = work / "settings.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != cfg:
+        raise ConfigError(f"{work} holds a run with other settings ({stamp}): pass another --work, or delete "
+                          f"the folder to start over")
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(cfg))
+
+
+def settings(smoke: bool = False, **changes) -> dict:
+    """The program's settings, with `changes` to the `SCALABLE` ones (None = keep the default)."""
+    unknown = set(changes) - set(SCALABLE)
+    if unknown:
+        raise ConfigError(f"pretrain-tiny cannot change {sorted(unknown)}; it can change {list(SCALABLE)}")
+    cfg = {**SETTINGS["smoke" if smoke else "full"], **{k: v for k, v in changes.items() if v is not None}}
+    if cfg["hidden_size"] % cfg["num_heads"]:
+        raise ConfigError(f"hidden_size {cfg['hidden_size']} is not a multiple of num_heads {cfg['num_heads']}")
+    return cfg
+
+
 def run(out: Path, work: Path, cfg: dict) -> dict:
     """Build the shipped model into `out` (phases resume from `work`); returns the card's metrics."""
     runtime.set_threads()
     runtime.seed_everything(cfg["seed"])
     out, work = Path(out), Path(work)
-    base_cfg = base.SETTINGS["tiny"]
+    same_settings(work, cfg)
     started = time.time()
 
     # phase 1: the stage-00 tokenizer and model, trained on English far longer
     english_dir = work / "english"
-    sp_model = base.train_tokenizer(corpora.english("train"), work, base_cfg["vocab_size"])
+    sp_model = base.train_tokenizer(corpora.english("train"), work, base.SETTINGS["tiny"]["vocab_size"])
     base_tok = base.hf_tokenizer(sp_model)
     if not (english_dir / "done").exists():
-        model = tiny_llama(len(base_tok), base_cfg["hidden_size"], base_cfg["num_layers"],
-                           base_cfg["num_heads"], seed=cfg["seed"])
+        model = tiny_llama(len(base_tok), cfg["hidden_size"], cfg["num_layers"], cfg["num_heads"],
+                           seed=cfg["seed"])
         english = train_phase(model, english_rows(base_tok, cfg["block_size"]), work / "ckpt-english",
                               cfg["english_steps"], cfg)
         model.save_pretrained(english_dir)
@@ -202,9 +231,11 @@ def _machine() -> str:
            f"{torch.get_num_threads()} torch threads"
 
 
-def build(out: Path, work: Path, smoke: bool = False, command: str = "") -> dict:
-    """Run the program and write the shipped folder with its card; returns the card."""
-    cfg = SETTINGS["smoke" if smoke else "full"]
+def build(out: Path, work: Path, smoke: bool = False, command: str = "", **changes) -> dict:
+    """Run the program and write the shipped folder with its card; returns the card.
+
+    `changes`: new values for `SCALABLE` settings, e.g. `hidden_size=512, chinese_steps=1200`."""
+    cfg = settings(smoke, **changes)
     commit = _commit()  # the code that runs, not the code at the end of a two-hour run
     metrics = run(out, work, cfg)
     card = {"name": Path(out).name, "command": command or "zhllm pretrain-tiny --out " + str(out),
