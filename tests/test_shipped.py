@@ -139,8 +139,10 @@ def test_settings_change_only_what_pretrain_tiny_can_change():
     assert long_run.settings(True, num_layers=2)["num_layers"] == 2
     with pytest.raises(ConfigError, match="cannot change.*block_size"):
         long_run.settings(block_size=128)
-    with pytest.raises(ConfigError, match="hidden_size 100 is not a multiple of num_heads 3"):
-        long_run.settings(hidden_size=100, num_heads=3)
+    for hidden_size, num_heads in [(100, 3), (96, 32)]:  # 96 / 32 = 3: an odd head width, which RoPE cannot rotate
+        with pytest.raises(ConfigError, match=f"hidden_size {hidden_size} must be a multiple of 2 x num_heads"):
+            long_run.settings(hidden_size=hidden_size, num_heads=num_heads)
+    assert long_run.settings(hidden_size=96, num_heads=16)["num_heads"] == 16
 
 
 def test_cli_passes_every_scalable_setting(monkeypatch, tmp_path):

@@ -122,8 +122,9 @@ def settings(smoke: bool = False, **changes) -> dict:
     if unknown:
         raise ConfigError(f"pretrain-tiny cannot change {sorted(unknown)}; it can change {list(SCALABLE)}")
     cfg = {**SETTINGS["smoke" if smoke else "full"], **{k: v for k, v in changes.items() if v is not None}}
-    if cfg["hidden_size"] % cfg["num_heads"]:
-        raise ConfigError(f"hidden_size {cfg['hidden_size']} is not a multiple of num_heads {cfg['num_heads']}")
+    if cfg["hidden_size"] % (2 * cfg["num_heads"]):  # RoPE rotates pairs: each head needs an even width
+        raise ConfigError(f"hidden_size {cfg['hidden_size']} must be a multiple of 2 x num_heads "
+                          f"({cfg['num_heads']}): each head's width must be even for rotary positions")
     return cfg
 
 
