@@ -1,4 +1,7 @@
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -79,10 +82,6 @@ def test_eval_refuses_bad_arguments_before_scoring(args, message, tmp_path, monk
 
 def readme_commands() -> list[list[str]]:
     """Every `zhllm ...` line of the README's shell blocks (continuations joined, comments and VAR=x dropped)."""
-    import re
-    import shlex
-    from pathlib import Path
-
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
